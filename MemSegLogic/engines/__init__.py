@@ -1,0 +1,47 @@
+"""Engines turn seed prompts on a stack of 2D frames into per-frame logits.
+
+`load_engine` builds an engine for a registered checkpoint (verifying its weights first) and
+keeps the most recent ones, so repeated clicks in Slicer do not reload the model.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from ..checkpoints import Checkpoint, ensure_checkpoint, get_checkpoint
+from .base import NOT_VISITED_LOGIT, Engine, PassResult
+
+_CACHE_SIZE = 2
+_cache: "OrderedDict[tuple, Engine]" = OrderedDict()
+_lock = threading.Lock()
+
+
+def load_engine(model, device, download: bool = True, progress=None) -> Engine:
+    """The engine for ``model`` (a registered name or a `Checkpoint`) on a torch ``device``."""
+    checkpoint = model if isinstance(model, Checkpoint) else get_checkpoint(model)
+    weights = ensure_checkpoint(checkpoint, download=download, progress=progress)
+    key = (checkpoint, str(weights), str(device))
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        if checkpoint.engine == "medsam2":
+            from .medsam2 import MedSAM2Engine as engine_class
+        elif checkpoint.engine == "medsam-lite":
+            from .lite_medsam import LiteMedSAMEngine as engine_class
+        else:  # a registry entry naming an engine this version does not know
+            raise ValueError(f"checkpoint {checkpoint.name} needs unknown engine {checkpoint.engine!r}")
+        engine = engine_class(checkpoint, weights, device)
+        _cache[key] = engine
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+        return engine
+
+
+def clear_engine_cache() -> None:
+    with _lock:
+        _cache.clear()
+
+
+__all__ = ["Engine", "PassResult", "NOT_VISITED_LOGIT", "load_engine", "clear_engine_cache"]

@@ -1,0 +1,30 @@
+"""Exceptions MemSeg raises on purpose.
+
+Every error a user can cause (bad prompt, bad volume, missing weights) has its own class, so the
+Slicer UI, the CLI and scripts can tell them apart and show a one-line reason; anything else is a
+bug and keeps its traceback.
+"""
+
+
+class MemSegError(Exception):
+    """Base class of MemSeg's expected, user-facing errors."""
+
+
+class InvalidVolumeError(MemSegError, ValueError):
+    """The image cannot be segmented as given (2D, RGB, NaNs, empty, unreadable...)."""
+
+
+class InvalidPromptError(MemSegError, ValueError):
+    """The seed prompt is empty, outside the volume, or malformed."""
+
+
+class CheckpointError(MemSegError):
+    """Model weights are missing, corrupt, or unknown."""
+
+
+class DeviceError(MemSegError):
+    """The requested compute device is unavailable or ran out of memory."""
+
+
+class SegmentationCancelled(MemSegError):
+    """The user cancelled a running segmentation; nothing was written."""

@@ -1,0 +1,1 @@
+"""Neural network definitions used by MemSeg (LiteMedSAM and its building blocks)."""

@@ -1,0 +1,39 @@
+"""Progress reporting and cancellation shared by every long-running MemSeg call.
+
+``progress(fraction, message)`` is any callable; ``cancel`` is a `threading.Event` (or anything
+with ``is_set()``). Engines call `Monitor.step` between slices, so a cancel takes effect within
+one slice and raises `SegmentationCancelled` before anything is written.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from .errors import SegmentationCancelled
+
+ProgressCallback = Callable[[float, str], None]
+
+
+class Monitor:
+    """Forwards progress of a sub-task (a slice range of the whole job) and checks for cancel."""
+
+    def __init__(self, progress: Optional[ProgressCallback] = None, cancel=None,
+                 start: float = 0.0, end: float = 1.0):
+        self._progress = progress
+        self._cancel = cancel
+        self._start, self._end = start, end
+
+    def check_cancel(self) -> None:
+        if self._cancel is not None and self._cancel.is_set():
+            raise SegmentationCancelled("segmentation cancelled by the user; nothing was written")
+
+    def report(self, fraction: float, message: str) -> None:
+        self.check_cancel()
+        if self._progress is not None:
+            fraction = min(max(fraction, 0.0), 1.0)
+            self._progress(self._start + (self._end - self._start) * fraction, message)
+
+    def sub(self, start: float, end: float) -> "Monitor":
+        """A monitor for the part [start, end] of this one's range."""
+        span = self._end - self._start
+        return Monitor(self._progress, self._cancel, self._start + span * start, self._start + span * end)

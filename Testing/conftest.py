@@ -1,0 +1,83 @@
+"""Shared fixtures: real data (slicerio's chest CT, pyradiomics' tumour cases), a tiny random
+SAM 2 checkpoint in the official layout, and a headless Slicer scene from slicer-core."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# Tests never read or fill the user's weights cache.
+_weights = tempfile.TemporaryDirectory(prefix="memseg-test-weights-")
+os.environ["MEMSEG_WEIGHTS_DIR"] = _weights.name
+
+DATA_CACHE = pathlib.Path(os.environ.get("MEMSEG_TEST_DATA", REPO / ".cache" / "test-data"))
+
+
+# -- real data --------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def chest_ct():
+    """slicerio's real chest CT (128x128x34, LPS file) and its reference segmentation."""
+    from MemSegLogic.data import load_chest_ct
+
+    return load_chest_ct()
+
+
+@pytest.fixture(scope="session")
+def pyradiomics_data():
+    """Folder with pyradiomics' real CT/MR cases, fetched once from PyPI (skips when offline)."""
+    from MemSegLogic.data import fetch_pyradiomics_data
+
+    try:
+        return fetch_pyradiomics_data(DATA_CACHE)
+    except RuntimeError as error:
+        pytest.skip(f"pyradiomics test data unavailable: {error}")
+
+
+# -- a tiny SAM 2 checkpoint ---------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_sam2_checkpoint():
+    """Random-weight SAM 2.0 Hiera-T at 256 px saved as ``{"model": state_dict}`` (bf16, like
+    MedSAM2_pretrain.pth) and registered, so tests go through the real registry and loader."""
+    import torch
+    from sam2.build_sam import build_sam2
+
+    from MemSegLogic.checkpoints import Checkpoint, register_checkpoint, sha256_of, unregister_checkpoint
+    from MemSegLogic.engines.medsam2 import sam2_overrides
+
+    config, size = "configs/sam2/sam2_hiera_t.yaml", 256
+    torch.manual_seed(0)
+    model = build_sam2(config, None, device="cpu", hydra_overrides_extra=sam2_overrides(size))
+    state = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    # Random object-score heads say "no object" and every mask becomes -1024: bias them to
+    # "present" so the masks compared in tests carry information.
+    state["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += 10.0
+    path = pathlib.Path(os.environ["MEMSEG_WEIGHTS_DIR"]) / "tiny_sam2_hiera_t_random.pt"
+    torch.save({"model": state}, path)
+    checkpoint = register_checkpoint(Checkpoint(
+        name="test-sam2-hiera-t-random", engine="medsam2", filename=path.name, sha256=sha256_of(path),
+        config=config, image_size=size, license="test", description="random weights for tests"), replace=True)
+    yield checkpoint
+    unregister_checkpoint(checkpoint.name)
+
+
+# -- headless Slicer -------------------------------------------------------------------------------------
+@pytest.fixture
+def slicer_scene():
+    """A fresh MRML scene with the module logics Slicer would have, and slicer.util shims."""
+    slicer = pytest.importorskip("slicer")
+    from MemSegLogic.mrml import headless_scene
+
+    scene = headless_scene()
+    yield scene
+    scene.Clear(1)
