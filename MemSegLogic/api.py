@@ -36,6 +36,7 @@ class SegmentationResult:
     axes: int
     slices_visited: int
     seconds: float
+    segment_id: Optional[str] = None  # set when written into a Slicer segment
 
     def mask_volume(self) -> Volume:
         return Volume(self.mask, self.ijk_to_ras.copy())

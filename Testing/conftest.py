@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
 import sys
-import tarfile
 import tempfile
 
 import numpy as np
@@ -72,12 +70,41 @@ def tiny_sam2_checkpoint():
 
 
 # -- headless Slicer -------------------------------------------------------------------------------------
+def _headless_scene():
+    """An MRML scene with the module logics the Slicer application would register, and the
+    ``slicer.mrmlScene`` / ``slicer.app`` / ``slicer.modules`` shims `slicer.util` expects."""
+    from types import SimpleNamespace
+
+    import slicer
+    import vtk
+
+    scene = slicer.vtkMRMLScene()
+    app = slicer.vtkSlicerApplicationLogic()
+    app.SetMRMLScene(scene)
+    app.GetColorLogic().SetMRMLScene(scene)
+    app.GetColorLogic().AddDefaultColorNodes()
+    app.SetModuleLogic("Colors", app.GetColorLogic())
+    app.SetSliceLogics(vtk.vtkCollection())
+    app.SetViewLogics(vtk.vtkCollection())
+    logics = {}
+    for name, logic in (("Volumes", slicer.vtkSlicerVolumesLogic()),
+                        ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic()),
+                        ("Sequences", slicer.vtkSlicerSequencesLogic()),
+                        ("Markups", slicer.vtkSlicerMarkupsLogic())):
+        logic.SetMRMLScene(scene)
+        logic.SetMRMLApplicationLogic(app)
+        app.SetModuleLogic(name, logic)
+        logics[name] = logic
+    slicer.mrmlScene = scene
+    slicer.app = SimpleNamespace(applicationLogic=lambda: app)
+    slicer.modules = SimpleNamespace(**{n.lower(): SimpleNamespace(logic=(lambda l=l: l)) for n, l in logics.items()})
+    return scene, app, logics
+
+
 @pytest.fixture
 def slicer_scene():
-    """A fresh MRML scene with the module logics Slicer would have, and slicer.util shims."""
-    slicer = pytest.importorskip("slicer")
-    from MemSegLogic.mrml import headless_scene
-
-    scene = headless_scene()
+    """A fresh headless MRML scene (slicer-core): real Slicer nodes, no Qt."""
+    pytest.importorskip("slicer")
+    scene, app, logics = _headless_scene()
     yield scene
     scene.Clear(1)

@@ -1,0 +1,210 @@
+"""Slicer adapters: MRML nodes in, segments out. The only MemSegLogic module that imports `slicer`.
+
+Writes go through `vtkSlicerSegmentEditorLogic`, exactly as Segment Editor effects write: the
+editor node's masking (editable area, intensity range) and overwrite settings apply, and each
+write is one undo step. Works in the Slicer application and, for tests, with `slicer-core`.
+
+Console use (Slicer's Python console)::
+
+    from MemSegLogic import mrml
+    volume = slicer.util.getNode("CTChest")
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentId = segmentation.GetSegmentation().AddEmptySegment("", "lung")
+    prompt = mrml.promptFromMarkups(volume, roiNode=slicer.util.getNode("R"))
+    mrml.segmentVolumeNode(volume, segmentation, segmentId, prompt, model="medsam-lite", preset="ct-lung")
+    mrml.undoLastEdit(segmentation)  # one undo removes the whole result
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Optional
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from .api import SegmentationResult, segment_volume
+from .errors import InvalidPromptError, InvalidVolumeError
+from .prompt import Prompt
+from .volume import Volume
+
+# One editor logic per segmentation node keeps that node's undo history between calls.
+_editor_logics: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _matrix_to_numpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _numpy_to_matrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(array[r, c]))
+    return matrix
+
+
+def _to_world(node) -> np.ndarray:
+    """4x4 from the node's local RAS to world RAS (linear parent transforms only)."""
+    transform = node.GetParentTransformNode() if node is not None else None
+    if transform is None:
+        return np.eye(4)
+    if not transform.IsTransformToWorldLinear():
+        raise InvalidVolumeError(f"{node.GetName()} is under a non-linear transform: harden it first")
+    matrix = vtk.vtkMatrix4x4()
+    transform.GetMatrixTransformToWorld(matrix)
+    return _matrix_to_numpy(matrix)
+
+
+def volumeFromNode(volumeNode, referenceNode=None) -> Volume:
+    """A `Volume` (a copy of the voxels) with IJK->RAS expressed in ``referenceNode``'s coordinate
+    system (its parent transform); world RAS when no reference is given."""
+    if volumeNode is None or not volumeNode.IsA("vtkMRMLScalarVolumeNode"):
+        kind = "nothing" if volumeNode is None else volumeNode.GetClassName()
+        raise InvalidVolumeError(f"expected a scalar volume node, got {kind}")
+    if volumeNode.GetImageData() is None:
+        raise InvalidVolumeError(f"volume {volumeNode.GetName()} has no voxels")
+    components = volumeNode.GetImageData().GetNumberOfScalarComponents()
+    array = np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
+    if components > 1 and array.ndim == 3:  # arrayFromVolume keeps the component axis
+        array = array[..., None]
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(matrix)
+    ijk_to_ras = np.linalg.inv(_to_world(referenceNode)) @ _to_world(volumeNode) @ _matrix_to_numpy(matrix)
+    return Volume(array, ijk_to_ras)
+
+
+def _control_points(markupsNode, volumeNode) -> np.ndarray:
+    """World positions of a markups node's control points, in the volume node's local RAS."""
+    if markupsNode is None:
+        return np.zeros((0, 3))
+    world_to_volume = np.linalg.inv(_to_world(volumeNode))
+    points = []
+    for index in range(markupsNode.GetNumberOfControlPoints()):
+        position = [0.0, 0.0, 0.0]
+        markupsNode.GetNthControlPointPositionWorld(index, position)
+        points.append((world_to_volume @ np.append(position, 1.0))[:3])
+    return np.array(points).reshape(-1, 3)
+
+
+def promptFromMarkups(volumeNode, pointsNode=None, roiNode=None, negativeNode=None, axis=None) -> Prompt:
+    """A `Prompt` from markups: positive points (a point list), negative points (another point
+    list) and/or a box (an ROI: its extent on the slice through its centre).
+
+    The slice axis is ``axis`` if given; else, with an ROI, the IJK axis along which the ROI is
+    thinnest (draw it flat on the slice you mean); else K."""
+    volume = volumeFromNode(volumeNode)
+    positive = volume.ras_to_ijk(_control_points(pointsNode, volumeNode))
+    negative = volume.ras_to_ijk(_control_points(negativeNode, volumeNode))
+    box = None
+    if roiNode is not None:
+        corners_ijk = volume.ras_to_ijk(_roi_corners(roiNode, volumeNode))
+        low, high = corners_ijk.min(axis=0), corners_ijk.max(axis=0)
+        if axis is None:
+            axis = int(np.argmin(np.rint(high) - np.rint(low)))
+        from .geometry import axis_index
+
+        axis = axis_index(axis)
+        centre = np.rint((low[axis] + high[axis]) / 2.0)
+        low[axis] = high[axis] = centre
+        box = [low, high]
+    if not len(positive) and not len(negative) and box is None:
+        raise InvalidPromptError("empty prompt: place at least one point or an ROI box")
+    return Prompt.from_points(positive, negative, axis=axis if axis is not None else "K", box=box)
+
+
+def _roi_corners(roiNode, volumeNode) -> np.ndarray:
+    """The 8 corners of an ROI markup (boxes may be rotated), in the volume node's local RAS."""
+    object_to_world = _matrix_to_numpy(roiNode.GetObjectToWorldMatrix())  # ROI axes, centre, parent transforms
+    object_to_volume = np.linalg.inv(_to_world(volumeNode)) @ object_to_world
+    half = np.array(roiNode.GetSize()) / 2.0
+    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+    return (np.c_[signs * half, np.ones(8)] @ object_to_volume.T)[:, :3]
+
+
+def segmentEditorNode(scene=None):
+    """The Segment Editor's own parameter node (a singleton), created if the editor never opened."""
+    scene = scene or slicer.mrmlScene
+    node = scene.GetSingletonNode("SegmentEditor", "vtkMRMLSegmentEditorNode")
+    if node is None:
+        node = slicer.vtkMRMLSegmentEditorNode()
+        node.SetSingletonTag("SegmentEditor")
+        node = scene.AddNode(node)
+    return node
+
+
+def editorLogicFor(segmentationNode, sourceVolumeNode=None, editorNode=None):
+    """The `vtkSlicerSegmentEditorLogic` MemSeg writes into ``segmentationNode`` with (kept, so
+    its undo history lives as long as the node)."""
+    scene = segmentationNode.GetScene()
+    logic = _editor_logics.get(segmentationNode)
+    if logic is None:
+        logic = slicer.vtkSlicerSegmentEditorLogic()
+        logic.SetMRMLScene(scene)
+        _editor_logics[segmentationNode] = logic
+    logic.SetSegmentEditorNode(editorNode or segmentEditorNode(scene))
+    logic.SetSegmentationNode(segmentationNode)
+    if sourceVolumeNode is not None:
+        logic.SetSourceVolumeNode(sourceVolumeNode)
+    return logic
+
+
+def writeMaskToSegment(mask: np.ndarray, ijkToRAS: np.ndarray, segmentationNode, segmentId: str,
+                       sourceVolumeNode=None, editorNode=None, mode: str = "set") -> None:
+    """Write a KJI mask into a segment as one undoable edit, honouring the editor's masking and
+    overwrite settings. ``mode``: "set" replaces the segment, "add" unions, "remove" erases."""
+    if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+        raise ValueError(f"segmentation {segmentationNode.GetName()} has no segment {segmentId!r}")
+    modes = {"set": slicer.vtkSlicerSegmentEditorLogic.ModificationModeSet,
+             "add": slicer.vtkSlicerSegmentEditorLogic.ModificationModeAdd,
+             "remove": slicer.vtkSlicerSegmentEditorLogic.ModificationModeRemove}
+    if mode not in modes:
+        raise ValueError(f"mode must be one of {', '.join(modes)}, got {mode!r}")
+    geometry_parameter = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    if sourceVolumeNode is not None and not segmentationNode.GetSegmentation().GetConversionParameter(geometry_parameter):
+        # An empty segmentation takes the source volume's grid, as the Segment Editor does.
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(sourceVolumeNode)
+    labelmap = slicer.vtkOrientedImageData()
+    image = numpy_support.numpy_to_vtk(np.ascontiguousarray(mask, dtype=np.uint8).ravel(), deep=True,
+                                               array_type=vtk.VTK_UNSIGNED_CHAR)
+    labelmap.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
+    labelmap.GetPointData().SetScalars(image)
+    labelmap.SetImageToWorldMatrix(_numpy_to_matrix(ijkToRAS))
+    logic = editorLogicFor(segmentationNode, sourceVolumeNode, editorNode)
+    logic.SaveStateForUndo()
+    logic.ModifySegmentByLabelmap(segmentationNode, segmentId, labelmap, modes[mode], True, False)
+
+
+def undoLastEdit(segmentationNode) -> bool:
+    """Undo MemSeg's last write into this segmentation; False if there is nothing to undo."""
+    logic = _editor_logics.get(segmentationNode)
+    if logic is None or not logic.CanUndo():
+        return False
+    logic.Undo()
+    return True
+
+
+def segmentVolumeNode(volumeNode, segmentationNode, segmentId, prompts, editorNode=None,
+                      **options) -> SegmentationResult:
+    """Segment ``volumeNode`` from ``prompts`` (a `Prompt`, a list of them, or a markups point
+    list / ROI node) and write the mask into segment ``segmentId`` (created if missing).
+
+    ``options`` go to `MemSegLogic.segment_volume` (model, axes, device, preset, threshold,
+    progress, cancel). Nothing is written if the run fails or is cancelled."""
+    if segmentationNode is None:
+        raise ValueError("a segmentation node is required")
+    volume = volumeFromNode(volumeNode, referenceNode=segmentationNode)
+    if prompts is not None and hasattr(prompts, "IsA"):
+        if prompts.IsA("vtkMRMLMarkupsROINode"):
+            prompts = promptFromMarkups(volumeNode, roiNode=prompts)
+        else:
+            prompts = promptFromMarkups(volumeNode, pointsNode=prompts)
+    result = segment_volume(volume, prompts, **options)
+    segmentation = segmentationNode.GetSegmentation()
+    if not segmentId or segmentation.GetSegment(segmentId) is None:
+        segmentId = segmentation.AddEmptySegment(segmentId or "", segmentId or "MemSeg")
+    writeMaskToSegment(result.mask, volume.ijk_to_ras, segmentationNode, segmentId, volumeNode, editorNode)
+    result.segment_id = segmentId
+    return result

@@ -1,0 +1,27 @@
+"""IJK->RAS matrices that break naive code: flips, axis permutations, obliquity, anisotropy."""
+
+import numpy as np
+
+
+def _rotation(axis, degrees):
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    i, j = [a for a in range(3) if a != axis]
+    rotation = np.eye(3)
+    rotation[i, i], rotation[i, j], rotation[j, i], rotation[j, j] = c, -s, s, c
+    return rotation
+
+
+def _matrix(directions, spacing, origin):
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.asarray(directions, dtype=float) * np.asarray(spacing, dtype=float)
+    matrix[:3, 3] = origin
+    return matrix
+
+
+GEOMETRIES = {
+    "identity": np.eye(4),
+    "lps-like-flipped": _matrix(np.diag([-1.0, -1.0, 1.0]), (0.7, 0.7, 2.5), (120.5, 98.25, -40.0)),
+    "k-flipped": _matrix(np.diag([1.0, 1.0, -1.0]), (0.8, 0.8, 5.0), (-10.0, 20.0, 300.0)),
+    "permuted": _matrix([[0, 0, 1], [1, 0, 0], [0, -1, 0]], (1.5, 0.6, 0.9), (5.0, -7.0, 11.0)),
+    "oblique": _matrix(_rotation(0, 17) @ _rotation(2, -31), (0.9, 1.1, 3.0), (-33.3, 12.1, 7.7)),
+}

@@ -1,0 +1,163 @@
+"""MRML adapters against real Slicer nodes (slicer-core): geometry, write-back through the
+segment editor logic (masking, overwrite, undo), and segmentVolumeNode end to end."""
+
+import numpy as np
+import pytest
+import vtk
+
+from geometry_cases import GEOMETRIES
+
+slicer = pytest.importorskip("slicer")
+
+
+def _add_volume(array, ijk_to_ras, name="vol"):
+    return slicer.util.addVolumeFromArray(array, ijkToRAS=ijk_to_ras, name=name)
+
+
+def _segment_array(segmentation_node, segment_id, volume_node):
+    return slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id, volume_node)
+
+
+def _new_segmentation(volume_node, *names):
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    ids = [node.GetSegmentation().AddEmptySegment(name, name) for name in names]
+    return node, ids
+
+
+def _phantom(shape=(12, 20, 24)):
+    rng = np.random.default_rng(0)
+    return rng.integers(-100, 100, size=shape).astype(np.int16)
+
+
+@pytest.mark.parametrize("name", sorted(GEOMETRIES))
+def test_volume_from_node_keeps_voxels_and_geometry(slicer_scene, name):
+    from MemSegLogic.mrml import volumeFromNode
+
+    array = _phantom()
+    node = _add_volume(array, GEOMETRIES[name])
+    volume = volumeFromNode(node)
+    np.testing.assert_array_equal(volume.array, array)
+    np.testing.assert_allclose(volume.ijk_to_ras, GEOMETRIES[name], atol=1e-9)
+    volume.array[0, 0, 0] += 1  # a copy: the node's voxels do not change
+    assert slicer.util.arrayFromVolume(node)[0, 0, 0] == array[0, 0, 0]
+
+
+@pytest.mark.parametrize("name", sorted(GEOMETRIES))
+def test_mask_lands_in_segment_with_volume_geometry(slicer_scene, name):
+    from MemSegLogic.mrml import writeMaskToSegment
+
+    array = _phantom()
+    node = _add_volume(array, GEOMETRIES[name])
+    segmentation, (segment_id,) = _new_segmentation(node, "organ")
+    mask = np.zeros(array.shape, np.uint8)
+    mask[3:7, 2:9, 5:17] = 1
+    mask[8, 15, 20] = 1  # a lone voxel near a corner catches off-by-one flips
+    writeMaskToSegment(mask, GEOMETRIES[name], segmentation, segment_id, node)
+    np.testing.assert_array_equal(_segment_array(segmentation, segment_id, node), mask)
+    labelmap = segmentation.GetBinaryLabelmapInternalRepresentation(segment_id)
+    matrix = vtk.vtkMatrix4x4()
+    labelmap.GetImageToWorldMatrix(matrix)
+    got = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    np.testing.assert_allclose(got, GEOMETRIES[name], atol=1e-6)
+
+
+def test_masking_inside_another_segment_and_overwrite_modes(slicer_scene):
+    from MemSegLogic.mrml import segmentEditorNode, writeMaskToSegment
+
+    array = _phantom()
+    node = _add_volume(array, GEOMETRIES["oblique"])
+    segmentation, (organ, region, other) = _new_segmentation(node, "organ", "region", "other")
+    region_mask = np.zeros(array.shape, np.uint8)
+    region_mask[:, :10, :] = 1
+    other_mask = np.zeros(array.shape, np.uint8)
+    other_mask[:, :, :4] = 1
+    editor = segmentEditorNode()
+    editor.SetOverwriteMode(editor.OverwriteNone)
+    writeMaskToSegment(region_mask, GEOMETRIES["oblique"], segmentation, region, node)
+    writeMaskToSegment(other_mask, GEOMETRIES["oblique"], segmentation, other, node)
+
+    mask = np.zeros(array.shape, np.uint8)
+    mask[2:10, 5:15, 2:20] = 1
+    editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedInsideSingleSegment)
+    editor.SetMaskSegmentID(region)
+    editor.SetOverwriteMode(editor.OverwriteAllSegments)
+    writeMaskToSegment(mask, GEOMETRIES["oblique"], segmentation, organ, node)
+
+    expected = mask & region_mask
+    np.testing.assert_array_equal(_segment_array(segmentation, organ, node), expected)
+    # "overwrite all" (Slicer's semantics, from its own editor logic): the organ's new voxels are
+    # taken away from every other segment, the masking segment included.
+    np.testing.assert_array_equal(_segment_array(segmentation, other, node), other_mask & (1 - expected))
+    np.testing.assert_array_equal(_segment_array(segmentation, region, node), region_mask & (1 - expected))
+
+    # overwrite none: another segment's voxels stay its own
+    editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedEverywhere)
+    editor.SetOverwriteMode(editor.OverwriteNone)
+    everything = np.ones(array.shape, np.uint8)
+    writeMaskToSegment(everything, GEOMETRIES["oblique"], segmentation, organ, node)
+    np.testing.assert_array_equal(_segment_array(segmentation, other, node), other_mask & (1 - expected))
+    np.testing.assert_array_equal(_segment_array(segmentation, organ, node), everything)
+
+
+def test_one_undo_restores_previous_state(slicer_scene):
+    from MemSegLogic.mrml import undoLastEdit, writeMaskToSegment
+
+    array = _phantom()
+    node = _add_volume(array, GEOMETRIES["k-flipped"])
+    segmentation, (organ,) = _new_segmentation(node, "organ")
+    first = np.zeros(array.shape, np.uint8)
+    first[1:4, 1:4, 1:4] = 1
+    second = np.zeros(array.shape, np.uint8)
+    second[5:9, 5:12, 5:20] = 1
+    writeMaskToSegment(first, GEOMETRIES["k-flipped"], segmentation, organ, node)
+    writeMaskToSegment(second, GEOMETRIES["k-flipped"], segmentation, organ, node)
+    np.testing.assert_array_equal(_segment_array(segmentation, organ, node), second)
+    assert undoLastEdit(segmentation)
+    np.testing.assert_array_equal(_segment_array(segmentation, organ, node), first)
+    assert undoLastEdit(segmentation)
+    assert not _segment_array(segmentation, organ, node).any()
+
+
+def test_prompt_from_markups_lands_on_the_voxel(slicer_scene):
+    from MemSegLogic.mrml import promptFromMarkups, volumeFromNode
+
+    matrix = GEOMETRIES["oblique"]
+    node = _add_volume(_phantom(), matrix)
+    volume = volumeFromNode(node)
+    target = np.array([7, 11, 5])  # (i, j, k)
+    points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+    points.AddControlPoint(*volume.ijk_to_ras_points(target + np.array([0.3, -0.2, 0.1])))
+    prompt = promptFromMarkups(node, pointsNode=points, axis="K")
+    assert prompt.slice_index == target[2]
+    np.testing.assert_array_equal(np.rint(prompt.points[0]), target)
+
+    roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    lo, hi = np.array([4, 6, 8]), np.array([12, 15, 8])  # flat on slice k = 8
+    roi.SetXYZ(*volume.ijk_to_ras_points((lo + hi) / 2.0))
+    roi.SetSizeWorld(*(np.abs(matrix[:3, :3] @ (hi - lo)) + 0.01))
+    box_prompt = promptFromMarkups(node, roiNode=roi)
+    assert (box_prompt.axis, box_prompt.slice_index) == (2, 8)
+
+
+def test_segment_volume_node_medsam_lite_real_ct(slicer_scene, chest_ct):
+    """segmentVolumeNode with real weights on the real CT: right lung Dice, source unchanged."""
+    from MemSegLogic import Prompt
+    from MemSegLogic.data import dice
+    from MemSegLogic.mrml import segmentVolumeNode, undoLastEdit
+
+    volume, segments = chest_ct
+    node = _add_volume(volume.array.copy(), volume.ijk_to_ras, name="CTChest4")
+    before = slicer.util.arrayFromVolume(node).copy()
+    segmentation, _ = _new_segmentation(node)
+    reference = segments["right lung"]
+    k = 20
+    rows, cols = np.nonzero(reference[k])
+    prompt = Prompt.from_box((cols.min(), rows.min(), k), (cols.max(), rows.max(), k))
+    result = segmentVolumeNode(node, segmentation, "right lung", prompt, model="medsam-lite", preset="ct-chest")
+    written = _segment_array(segmentation, result.segment_id, node)
+    np.testing.assert_array_equal(written, result.mask)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), before)
+    assert dice(written, reference) > 0.80
+    assert undoLastEdit(segmentation)
+    assert not _segment_array(segmentation, result.segment_id, node).any()
