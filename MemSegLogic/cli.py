@@ -1,0 +1,157 @@
+"""The ``memseg`` command line.
+
+    memseg segment CT.nrrd --box R,A,S,R,A,S --model medsam-lite --preset ct-chest -o lung.seg.nrrd
+    memseg segment CT.nii.gz --point R,A,S --negative R,A,S -o mask.nii.gz
+    memseg weights list | fetch NAME | verify [NAME]
+    memseg demo -o demo-output/
+
+Coordinates are RAS millimetres, as Slicer shows them. Progress goes to stderr; a bad input exits
+with status 2 and a one-line reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+
+from . import checkpoints
+from .errors import MemSegError
+
+
+def _triple_list(text: str, count: int, what: str):
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != count:
+        raise argparse.ArgumentTypeError(f"{what} needs {count} comma-separated numbers, got {text!r}")
+    return values
+
+
+def _point(text):
+    return _triple_list(text, 3, "a point (R,A,S)")
+
+
+def _box(text):
+    values = _triple_list(text, 6, "a box (R,A,S,R,A,S: two opposite corners)")
+    return [values[:3], values[3:]]
+
+
+class _StderrProgress:
+    """tqdm bar on stderr driven by `progress(fraction, message)` callbacks."""
+
+    def __init__(self, quiet: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=1000, file=sys.stderr, disable=quiet, bar_format="{percentage:3.0f}%|{bar:24}| {elapsed} {desc}")
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.bar.set_description_str(message, refresh=False)
+        self.bar.update(int(fraction * 1000) - self.bar.n)
+
+    def close(self):
+        self.bar.close()
+
+
+def _segment(args) -> int:
+    from .api import segment_volume
+    from .outputs import write_mask
+    from .prompt import Prompt
+    from .volume import Volume
+
+    volume = Volume.read(args.input)
+    prompt = Prompt.from_ras(volume, positive=args.point or [], negative=args.negative or [],
+                             box=args.box, axis=args.axis)
+    progress = _StderrProgress(args.quiet)
+    try:
+        result = segment_volume(volume, prompt, model=args.model, device=args.device, preset=args.preset,
+                                threshold=args.threshold, progress=progress, cancel=threading.Event())
+    finally:
+        progress.close()
+    write_mask(args.output, result.mask, result.ijk_to_ras, segment_name=args.segment_name)
+    if not args.quiet:
+        print(f"{args.output}: {int(result.mask.sum())} voxels from {result.slices_visited} slices "
+              f"({result.model} on {result.device}, {result.seconds:.1f} s)", file=sys.stderr)
+    return 0
+
+
+def _weights(args) -> int:
+    if args.action == "list":
+        for checkpoint in checkpoints.list_checkpoints():
+            state = "available" if checkpoints.is_available(checkpoint) else "not downloaded"
+            print(f"{checkpoint.name:20s} {checkpoint.image_size:5d} px  {state:15s} {checkpoint.description}")
+        print(f"weights folder: {checkpoints.weights_dir()}")
+        return 0
+    names = args.names or ([c.name for c in checkpoints.list_checkpoints() if checkpoints.is_available(c)]
+                           if args.action == "verify" else [])
+    if not names:
+        raise MemSegError("name the checkpoint to fetch, e.g. memseg weights fetch medsam2-pretrain")
+    for name in names:
+        progress = _StderrProgress(args.quiet)
+        try:
+            path = checkpoints.ensure_checkpoint(name, download=args.action == "fetch", progress=progress)
+        finally:
+            progress.close()
+        print(f"{name}: OK ({path})")
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    report = run_demo(args.output, model=args.model, device=args.device, quiet=args.quiet)
+    print(report.summary())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .api import DEFAULT_MODEL
+    from .intensity import PRESET_NAMES
+
+    parser = argparse.ArgumentParser(prog="memseg", description="One-prompt 3D segmentation (MedSAM-2, LiteMedSAM).")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    segment = commands.add_parser("segment", help="segment a volume from a seed prompt")
+    segment.add_argument("input", help="volume file (.nrrd, .nii, .nii.gz, .mha) or DICOM series folder")
+    segment.add_argument("-o", "--output", required=True, help="output .seg.nrrd, or .nii.gz/.nrrd labelmap")
+    segment.add_argument("--point", type=_point, action="append", metavar="R,A,S", help="positive point (repeatable)")
+    segment.add_argument("--negative", type=_point, action="append", metavar="R,A,S", help="negative point (repeatable)")
+    segment.add_argument("--box", type=_box, metavar="R,A,S,R,A,S", help="box: two opposite corners on one slice")
+    segment.add_argument("--axis", choices=["I", "J", "K"], help="slice axis of the prompt (default: from the box, else K)")
+    segment.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint name (default {DEFAULT_MODEL}; see `memseg weights list`)")
+    segment.add_argument("--preset", choices=PRESET_NAMES, help="intensity preset (default: mr percentile clipping)")
+    segment.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    segment.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    segment.add_argument("--segment-name", default="MemSeg", help="segment name in a .seg.nrrd output")
+    segment.set_defaults(run=_segment)
+
+    weights = commands.add_parser("weights", help="list, download or verify model checkpoints")
+    weights.add_argument("action", choices=["list", "fetch", "verify"])
+    weights.add_argument("names", nargs="*", help="checkpoint names")
+    weights.set_defaults(run=_weights)
+
+    demo = commands.add_parser("demo", help="segment the right lung of a real chest CT and score it")
+    demo.add_argument("-o", "--output", default="memseg-demo", help="output folder (default memseg-demo)")
+    demo.add_argument("--model", default=None, help="default: medsam2-pretrain if its weights are present, else medsam-lite")
+    demo.add_argument("--device", default="auto")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (MemSegError, ValueError, OSError) as error:
+        print(f"memseg: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("memseg: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

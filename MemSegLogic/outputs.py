@@ -1,0 +1,34 @@
+"""Writing results to files: Slicer segmentations (.seg.nrrd) and plain labelmaps (.nii.gz, .nrrd...).
+
+`.seg.nrrd` goes through slicerio (Slicer's own segmentation file layout, kept up to date by the
+Slicer team) so segment names, colours and the image grid read back in Slicer exactly."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from .volume import LPS_TO_RAS, VOLUME_SUFFIXES, Volume
+
+DEFAULT_COLOR = (0.95, 0.55, 0.15)
+
+
+def write_mask(path, mask: np.ndarray, ijk_to_ras: np.ndarray, segment_name: str = "MemSeg",
+               color=DEFAULT_COLOR) -> pathlib.Path:
+    """Write a KJI 0/1 mask: ``.seg.nrrd`` as a one-segment Slicer segmentation, any other volume
+    suffix (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``) as a labelmap with label 1."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.lower().endswith(".seg.nrrd"):
+        import slicerio
+
+        segmentation = slicerio.create_segmentation(mask.shape[::-1], LPS_TO_RAS @ ijk_to_ras)
+        slicerio.add_segment(segmentation, np.asarray(mask).transpose(2, 1, 0) > 0,
+                             {"id": segment_name, "name": segment_name, "color": list(color)})
+        slicerio.write_segmentation(str(path), segmentation)
+    elif path.name.lower().endswith(VOLUME_SUFFIXES):
+        Volume(np.asarray(mask, dtype=np.uint8), ijk_to_ras).write(path)
+    else:
+        raise ValueError(f"unsupported output {path.name}: use .seg.nrrd, .nii.gz, .nii, .nrrd or .mha")
+    return path
