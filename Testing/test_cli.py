@@ -1,0 +1,86 @@
+"""The `memseg` command line: the real CT end to end, output formats, and bad input."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from MemSegLogic import Volume
+from MemSegLogic.data import dice
+from MemSegLogic.demo import seed_box
+from MemSegLogic.outputs import write_mask
+from geometry_cases import GEOMETRIES
+
+
+def _memseg(*args):
+    return subprocess.run([sys.executable, "-m", "MemSegLogic", "-q", *map(str, args)], capture_output=True, text=True)
+
+
+def test_segment_real_ct_to_seg_nrrd(tmp_path, chest_ct):
+    import slicerio
+
+    volume, segments = chest_ct
+    prompt, k = seed_box(segments["right lung"])
+    corners = volume.ijk_to_ras_points(prompt.box)
+    box = ",".join(f"{v:.4f}" for v in corners.ravel())
+    output = tmp_path / "lung.seg.nrrd"
+    completed = _memseg("segment", slicerio.get_testdata_file("CTChest4.nrrd"), "--box", box, "--model", "medsam-lite",
+                        "--preset", "ct-chest", "--segment-name", "right lung", "-o", output)
+    assert completed.returncode == 0, completed.stderr
+    segmentation = slicerio.read_segmentation(str(output))
+    np.testing.assert_allclose(segmentation["ijkToLPS"], np.diag([-1, -1, 1, 1]) @ volume.ijk_to_ras, atol=1e-6)
+    assert segmentation["voxels"].shape == volume.shape_ijk
+    assert [s["name"] for s in segmentation["segments"]] == ["right lung"]
+    mask = slicerio.segment_mask(segmentation, "right lung").transpose(2, 1, 0)
+    assert dice(mask, segments["right lung"]) > 0.80
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".seg.nrrd"])
+@pytest.mark.parametrize("geometry", ["oblique", "lps-like-flipped"])
+def test_mask_outputs_keep_the_grid(tmp_path, suffix, geometry):
+    mask = np.zeros((5, 6, 7), np.uint8)
+    mask[1:3, 2:5, 3:6] = 1
+    path = write_mask(tmp_path / f"m{suffix}", mask, GEOMETRIES[geometry])
+    if suffix == ".seg.nrrd":
+        import slicerio
+
+        segmentation = slicerio.read_segmentation(str(path))
+        back = slicerio.segment_mask(segmentation, "MemSeg").transpose(2, 1, 0).astype(np.uint8)
+        matrix = np.diag([-1, -1, 1, 1]) @ segmentation["ijkToLPS"]
+    else:
+        read = Volume.read(path)
+        back, matrix = read.array, read.ijk_to_ras
+    np.testing.assert_array_equal(back, mask)
+    np.testing.assert_allclose(matrix, GEOMETRIES[geometry], atol=1e-4)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--point", "1,2"], "needs 3 comma-separated numbers"),
+    (["--point", "9999,9999,9999"], "outside the volume"),
+    (["--negative", "0,-20,-170"], "only negative points"),
+    ([], "empty prompt"),
+    (["--point", "0,-20,-170", "--model", "sam3"], "unknown model"),
+])
+def test_bad_input_exits_nonzero_with_one_line(tmp_path, arguments, message):
+    import slicerio
+
+    output = tmp_path / "out.seg.nrrd"
+    completed = _memseg("segment", slicerio.get_testdata_file("CTChest4.nrrd"), *arguments, "-o", output)
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert message in lines[-1]
+    assert len(lines) == 1 or lines[0].startswith("usage:")  # one reason (argparse adds its usage)
+    assert not output.exists()
+
+
+def test_missing_input_and_weights_commands(tmp_path):
+    completed = _memseg("segment", tmp_path / "nope.nrrd", "--point", "0,0,0", "-o", tmp_path / "o.nii.gz")
+    assert completed.returncode == 2 and "no such file" in completed.stderr
+    listing = _memseg("weights", "list")
+    assert listing.returncode == 0 and "medsam2-pretrain" in listing.stdout and "medsam-lite" in listing.stdout
+    verify = _memseg("weights", "verify", "medsam-lite")
+    assert verify.returncode == 0 and "medsam-lite: OK" in verify.stdout
+    offline = subprocess.run([sys.executable, "-m", "MemSegLogic", "-q", "weights", "verify", "medsam2-pretrain"],
+                             capture_output=True, text=True)
+    assert offline.returncode == 2 and "MedSAM2_pretrain.pth" in offline.stderr
