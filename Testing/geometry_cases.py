@@ -25,3 +25,16 @@ GEOMETRIES = {
     "permuted": _matrix([[0, 0, 1], [1, 0, 0], [0, -1, 0]], (1.5, 0.6, 0.9), (5.0, -7.0, 11.0)),
     "oblique": _matrix(_rotation(0, 17) @ _rotation(2, -31), (0.9, 1.1, 3.0), (-33.3, 12.1, 7.7)),
 }
+
+
+def assert_same_voxels_by_position(actual, expected, atol=1e-3):
+    """Every voxel of ``actual`` sits on a voxel centre of ``expected`` holding the same value:
+    compares volumes independently of voxel order (readers may reorder slices, e.g. DICOM by
+    position, Slicer to a right-handed grid)."""
+    assert sorted(actual.shape_kji) == sorted(expected.shape_kji)
+    k, j, i = np.indices(actual.shape_kji)
+    ras = actual.ijk_to_ras_points(np.stack([i, j, k], axis=-1).reshape(-1, 3))
+    ijk = expected.ras_to_ijk(ras)
+    index = np.rint(ijk).astype(int)
+    assert np.abs(ijk - index).max() < atol
+    np.testing.assert_array_equal(expected.array[index[:, 2], index[:, 1], index[:, 0]], actual.array.reshape(-1))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import vtk
 
-from geometry_cases import GEOMETRIES
+from geometry_cases import GEOMETRIES, assert_same_voxels_by_position
 
 slicer = pytest.importorskip("slicer")
 
@@ -161,3 +161,31 @@ def test_segment_volume_node_medsam_lite_real_ct(slicer_scene, chest_ct):
     assert dice(written, reference) > 0.80
     assert undoLastEdit(segmentation)
     assert not _segment_array(segmentation, result.segment_id, node).any()
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz"])
+@pytest.mark.parametrize("name", sorted(GEOMETRIES))
+def test_files_we_write_read_back_identically_in_slicer(slicer_scene, tmp_path, name, suffix):
+    """Our LPS<->RAS handling agrees with Slicer's own volume reader and writer: every voxel is at
+    the same RAS position. (Slicer's reader turns a left-handed grid right-handed by reversing K,
+    so the arrays are compared by position, not index.)"""
+    from MemSegLogic import Volume
+    from MemSegLogic.mrml import volumeFromNode
+
+    volume = Volume(_phantom(), GEOMETRIES[name])
+    path = tmp_path / f"ours{suffix}"
+    volume.write(path)
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    reader = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    reader.SetFileName(str(path))
+    assert reader.ReadData(node)
+    in_slicer = volumeFromNode(node)
+    np.testing.assert_allclose(in_slicer.spacing, volume.spacing, atol=1e-5)
+    assert_same_voxels_by_position(in_slicer, volume)
+
+    writer = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    writer.SetFileName(str(tmp_path / f"slicer{suffix}"))
+    assert writer.WriteData(node)
+    back = Volume.read(tmp_path / f"slicer{suffix}")
+    np.testing.assert_allclose(back.ijk_to_ras, in_slicer.ijk_to_ras, atol=1e-4)
+    np.testing.assert_array_equal(back.array, in_slicer.array)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from geometry_cases import GEOMETRIES
+from geometry_cases import GEOMETRIES, assert_same_voxels_by_position
 from MemSegLogic import InvalidVolumeError, Volume
 
 
@@ -25,13 +25,6 @@ def test_file_round_trip_keeps_voxels_and_geometry(tmp_path, name, suffix):
     np.testing.assert_allclose(back.ijk_to_ras, volume.ijk_to_ras, atol=tolerance)
 
 
-def _voxels_by_position(volume):
-    """Map from rounded RAS centre to value, independent of the voxel order."""
-    k, j, i = np.indices(volume.shape_kji)
-    ras = volume.ijk_to_ras_points(np.stack([i, j, k], axis=-1).reshape(-1, 3))
-    return {tuple(np.round(p, 3)): v for p, v in zip(ras, volume.array.reshape(-1))}
-
-
 @pytest.mark.parametrize("name", sorted(GEOMETRIES))
 def test_dicom_series_round_trip_keeps_every_voxel_position(tmp_path, name):
     """A DICOM reader sorts slices by position, so the K order may come back reversed: compare
@@ -41,7 +34,7 @@ def test_dicom_series_round_trip_keeps_every_voxel_position(tmp_path, name):
     back = Volume.read(tmp_path / "series")
     assert sorted(back.shape_kji) == sorted(volume.shape_kji)
     np.testing.assert_allclose(back.spacing, volume.spacing, atol=1e-4)
-    assert _voxels_by_position(back) == _voxels_by_position(volume)
+    assert_same_voxels_by_position(back, volume)
 
 
 def test_lps_file_becomes_ras_in_memory(tmp_path):

@@ -67,7 +67,9 @@ class MemSegVideoPredictor(SAM2VideoPredictor):
 
     @torch.inference_mode()
     def init_state_from_frames(self, frames: SliceFrames, offload_state_to_cpu: bool = False) -> dict:
-        """Same state layout as `SAM2VideoPredictor.init_state` (sam2 1.1.0), without the file loader."""
+        """Same state layout as `SAM2VideoPredictor.init_state` (sam2 1.1.0), without the file loader.
+
+        Unlike stock, frame 0 is not encoded up front: the seed is rarely on frame 0."""
         height, width = frames.frames.shape[1:]
         device = self.device
         return {
@@ -90,7 +92,6 @@ class MemSegVideoPredictor(SAM2VideoPredictor):
             "temp_output_dict_per_obj": {},
             "frames_tracked_per_obj": {},
         }
-        # Unlike stock, frame 0 is not encoded up front: the seed is rarely on frame 0.
 
 
 def sam2_overrides(image_size: int) -> list:
