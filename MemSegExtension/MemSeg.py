@@ -384,7 +384,8 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 volumeNode, segmentationNode, segmentId, prompt,
                 model=modelName, preset=preset,
                 progress=self._onProgress, cancel=self._cancelEvent)
-            logging.info("MemSeg: %s", result)
+            logging.info("MemSeg: %s wrote %d voxels from %d slices with %s on %s in %.1f s", segmentId,
+                         int(result.mask.sum()), result.slices_visited, result.model, result.device, result.seconds)
             self.progressBar.value = 100
             self.statusLabel.text = _("Done.")
             self.segmentCombo.currentIndex = max(self.segmentCombo.findData(segmentId), 0)

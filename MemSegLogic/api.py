@@ -125,7 +125,8 @@ def _seeds(volume: Volume, prompts) -> tuple:
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    out = np.negative(logits, dtype=np.float32)
+    # clipped so exp() cannot overflow float32 (unvisited slices hold -1024); sigmoid(+-80) is 1/0
+    out = np.negative(np.clip(logits, -80.0, 80.0), dtype=np.float32)
     np.exp(out, out=out)
     out += 1.0
     return np.reciprocal(out, out=out)
