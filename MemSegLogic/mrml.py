@@ -27,6 +27,7 @@ from vtk.util import numpy_support
 
 from .api import SegmentationResult, segment_volume
 from .errors import InvalidPromptError, InvalidVolumeError
+from .geometry import axis_index
 from .prompt import Prompt
 from .volume import Volume
 
@@ -58,6 +59,12 @@ def _to_world(node) -> np.ndarray:
     return _matrix_to_numpy(matrix)
 
 
+def _ijk_to_world(volumeNode) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(matrix)
+    return _to_world(volumeNode) @ _matrix_to_numpy(matrix)
+
+
 def volumeFromNode(volumeNode, referenceNode=None) -> Volume:
     """A `Volume` (a copy of the voxels) with IJK->RAS expressed in ``referenceNode``'s coordinate
     system (its parent transform); world RAS when no reference is given."""
@@ -70,23 +77,26 @@ def volumeFromNode(volumeNode, referenceNode=None) -> Volume:
     array = np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
     if components > 1 and array.ndim == 3:  # arrayFromVolume keeps the component axis
         array = array[..., None]
-    matrix = vtk.vtkMatrix4x4()
-    volumeNode.GetIJKToRASMatrix(matrix)
-    ijk_to_ras = np.linalg.inv(_to_world(referenceNode)) @ _to_world(volumeNode) @ _matrix_to_numpy(matrix)
-    return Volume(array, ijk_to_ras)
+    return Volume(array, np.linalg.inv(_to_world(referenceNode)) @ _ijk_to_world(volumeNode))
 
 
-def _control_points(markupsNode, volumeNode) -> np.ndarray:
-    """World positions of a markups node's control points, in the volume node's local RAS."""
+def _control_points_world(markupsNode) -> np.ndarray:
     if markupsNode is None:
         return np.zeros((0, 3))
-    world_to_volume = np.linalg.inv(_to_world(volumeNode))
     points = []
     for index in range(markupsNode.GetNumberOfControlPoints()):
         position = [0.0, 0.0, 0.0]
         markupsNode.GetNthControlPointPositionWorld(index, position)
-        points.append((world_to_volume @ np.append(position, 1.0))[:3])
-    return np.array(points).reshape(-1, 3)
+        points.append(position)
+    return np.array(points, dtype=np.float64).reshape(-1, 3)
+
+
+def _roi_corners_world(roiNode) -> np.ndarray:
+    """The 8 corners of an ROI markup (it may be rotated, and under transforms), in world RAS."""
+    object_to_world = _matrix_to_numpy(roiNode.GetObjectToWorldMatrix())
+    half = np.array(roiNode.GetSize()) / 2.0
+    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+    return (np.c_[signs * half, np.ones(8)] @ object_to_world.T)[:, :3]
 
 
 def promptFromMarkups(volumeNode, pointsNode=None, roiNode=None, negativeNode=None, axis=None) -> Prompt:
@@ -95,33 +105,23 @@ def promptFromMarkups(volumeNode, pointsNode=None, roiNode=None, negativeNode=No
 
     The slice axis is ``axis`` if given; else, with an ROI, the IJK axis along which the ROI is
     thinnest (draw it flat on the slice you mean); else K."""
-    volume = volumeFromNode(volumeNode)
-    positive = volume.ras_to_ijk(_control_points(pointsNode, volumeNode))
-    negative = volume.ras_to_ijk(_control_points(negativeNode, volumeNode))
+    world_to_ijk = np.linalg.inv(_ijk_to_world(volumeNode))
+
+    def to_ijk(ras):
+        return (np.c_[ras, np.ones(len(ras))] @ world_to_ijk.T)[:, :3]
+
+    positive = to_ijk(_control_points_world(pointsNode))
+    negative = to_ijk(_control_points_world(negativeNode))
     box = None
     if roiNode is not None:
-        corners_ijk = volume.ras_to_ijk(_roi_corners(roiNode, volumeNode))
+        corners_ijk = to_ijk(_roi_corners_world(roiNode))
         low, high = corners_ijk.min(axis=0), corners_ijk.max(axis=0)
-        if axis is None:
-            axis = int(np.argmin(np.rint(high) - np.rint(low)))
-        from .geometry import axis_index
-
-        axis = axis_index(axis)
-        centre = np.rint((low[axis] + high[axis]) / 2.0)
-        low[axis] = high[axis] = centre
+        axis = int(np.argmin(np.rint(high) - np.rint(low))) if axis is None else axis_index(axis)
+        low[axis] = high[axis] = np.rint((low[axis] + high[axis]) / 2.0)
         box = [low, high]
     if not len(positive) and not len(negative) and box is None:
         raise InvalidPromptError("empty prompt: place at least one point or an ROI box")
     return Prompt.from_points(positive, negative, axis=axis if axis is not None else "K", box=box)
-
-
-def _roi_corners(roiNode, volumeNode) -> np.ndarray:
-    """The 8 corners of an ROI markup (boxes may be rotated), in the volume node's local RAS."""
-    object_to_world = _matrix_to_numpy(roiNode.GetObjectToWorldMatrix())  # ROI axes, centre, parent transforms
-    object_to_volume = np.linalg.inv(_to_world(volumeNode)) @ object_to_world
-    half = np.array(roiNode.GetSize()) / 2.0
-    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
-    return (np.c_[signs * half, np.ones(8)] @ object_to_volume.T)[:, :3]
 
 
 def segmentEditorNode(scene=None):

@@ -189,3 +189,30 @@ def test_files_we_write_read_back_identically_in_slicer(slicer_scene, tmp_path, 
     back = Volume.read(tmp_path / f"slicer{suffix}")
     np.testing.assert_allclose(back.ijk_to_ras, in_slicer.ijk_to_ras, atol=1e-4)
     np.testing.assert_array_equal(back.array, in_slicer.array)
+
+
+def test_parent_transforms_are_followed(slicer_scene):
+    """A volume under a linear transform: a point placed in the view (world RAS) still lands on
+    the voxel under it, and the geometry handed to the segmentation is in its own frame."""
+    from MemSegLogic.mrml import promptFromMarkups, volumeFromNode
+
+    node = _add_volume(_phantom(), GEOMETRIES["oblique"])
+    transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    to_parent = np.eye(4)
+    to_parent[:3, :3] = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1]])
+    to_parent[:3, 3] = [15.0, -4.0, 30.0]
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, to_parent[r, c])
+    transform.SetMatrixTransformToParent(matrix)
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+
+    world = volumeFromNode(node, referenceNode=segmentation)
+    np.testing.assert_allclose(world.ijk_to_ras, to_parent @ GEOMETRIES["oblique"], atol=1e-9)
+    target = np.array([9, 3, 6])
+    points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+    points.AddControlPoint(*world.ijk_to_ras_points(target))
+    prompt = promptFromMarkups(node, pointsNode=points)
+    np.testing.assert_allclose(prompt.points[0], target, atol=1e-6)
