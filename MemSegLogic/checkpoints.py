@@ -148,6 +148,9 @@ def _download(checkpoint: Checkpoint, path: pathlib.Path, progress=None) -> None
         partial.unlink(missing_ok=True)
         reason = getattr(error, "reason", error)
         raise CheckpointError(_missing_message(checkpoint, path, reason=f"download failed: {reason}")) from None
+    except BaseException:  # cancelled from the progress callback, Ctrl-C...: leave nothing half-written
+        partial.unlink(missing_ok=True)
+        raise
     try:
         verify(checkpoint, partial)
     except CheckpointError:

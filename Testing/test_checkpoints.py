@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from MemSegLogic import CheckpointError
+from MemSegLogic import CheckpointError, SegmentationCancelled
+from MemSegLogic.progress import Monitor
 from MemSegLogic.checkpoints import (Checkpoint, ensure_checkpoint, get_checkpoint, list_checkpoints,
                                      register_checkpoint, sha256_of, unregister_checkpoint, weights_dir)
 
@@ -113,6 +114,13 @@ def test_download_on_first_use_is_verified(scratch_checkpoint, file_server):
     path = ensure_checkpoint(good, progress=lambda f, m: fractions.append(f))
     assert path == weights_dir() / "good.pt" and path.read_bytes() == content
     assert fractions and fractions[-1] == pytest.approx(1.0)
+
+    cancelled = scratch_checkpoint(None, sha256=sha256_of(reference), url=url + "good.pt", name="cancelled")
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(SegmentationCancelled):
+        ensure_checkpoint(cancelled, progress=Monitor(cancel=cancel).report)
+    assert not any(weights_dir().glob("cancelled.pt*"))
 
     bad = scratch_checkpoint(None, sha256=sha256_of(reference), url=url + "bad.pt", name="bad")
     with pytest.raises(CheckpointError, match="does not have the expected SHA-256"):
