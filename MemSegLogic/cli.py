@@ -101,7 +101,11 @@ def _weights(args) -> int:
 def _demo(args) -> int:
     from .demo import run_demo
 
-    report = run_demo(args.output, model=args.model, device=args.device, quiet=args.quiet)
+    progress = _StderrProgress(args.quiet)
+    try:
+        report = run_demo(args.output, model=args.model, device=args.device, progress=progress)
+    finally:
+        progress.close()
     print(report.summary())
     return 0
 

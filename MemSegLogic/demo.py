@@ -55,21 +55,14 @@ def seed_box(reference: np.ndarray) -> tuple:
     return Prompt.from_box((cols.min(), rows.min(), k), (cols.max(), rows.max(), k)), k
 
 
-def run_demo(output_dir, model: Optional[str] = None, device: str = "auto", quiet: bool = False,
-             progress=None) -> DemoReport:
+def run_demo(output_dir, model: Optional[str] = None, device: str = "auto", progress=None) -> DemoReport:
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     volume, segments = load_chest_ct()
     reference = segments[DEMO_SEGMENT]
     prompt, k = seed_box(reference)
-    if progress is None and not quiet:
-        from .cli import _StderrProgress
-
-        progress = _StderrProgress(quiet=False)
     result = segment_volume(volume, prompt, model=model or default_demo_model(), device=device,
                             preset=DEMO_PRESET, progress=progress)
-    if hasattr(progress, "close"):
-        progress.close()
     segmentation_path = write_mask(output_dir / "right-lung.seg.nrrd", result.mask, result.ijk_to_ras,
                                    segment_name=DEMO_SEGMENT)
     box_centre = prompt.box.mean(axis=0)

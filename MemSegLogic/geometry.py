@@ -45,3 +45,9 @@ def frame_xy(ijk, axis: int) -> np.ndarray:
     ijk = np.asarray(ijk, dtype=np.float64)
     x_axis, y_axis = in_plane_axes(axis)
     return np.stack([ijk[..., x_axis], ijk[..., y_axis]], axis=-1)
+
+
+def transform_points(matrix: np.ndarray, points) -> np.ndarray:
+    """Apply a 4x4 homogeneous matrix to points of shape (..., 3)."""
+    points = np.asarray(points, dtype=np.float64)
+    return points @ matrix[:3, :3].T + matrix[:3, 3]

@@ -27,7 +27,7 @@ from vtk.util import numpy_support
 
 from .api import SegmentationResult, segment_volume
 from .errors import InvalidPromptError, InvalidVolumeError
-from .geometry import axis_index
+from .geometry import axis_index, transform_points
 from .prompt import Prompt
 from .volume import Volume
 
@@ -96,7 +96,7 @@ def _roi_corners_world(roiNode) -> np.ndarray:
     object_to_world = _matrix_to_numpy(roiNode.GetObjectToWorldMatrix())
     half = np.array(roiNode.GetSize()) / 2.0
     signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
-    return (np.c_[signs * half, np.ones(8)] @ object_to_world.T)[:, :3]
+    return transform_points(object_to_world, signs * half)
 
 
 def promptFromMarkups(volumeNode, pointsNode=None, roiNode=None, negativeNode=None, axis=None) -> Prompt:
@@ -106,10 +106,7 @@ def promptFromMarkups(volumeNode, pointsNode=None, roiNode=None, negativeNode=No
     The slice axis is ``axis`` if given; else, with an ROI, the IJK axis along which the ROI is
     thinnest (draw it flat on the slice you mean); else K."""
     world_to_ijk = np.linalg.inv(_ijk_to_world(volumeNode))
-
-    def to_ijk(ras):
-        return (np.c_[ras, np.ones(len(ras))] @ world_to_ijk.T)[:, :3]
-
+    to_ijk = lambda ras: transform_points(world_to_ijk, ras)  # noqa: E731
     positive = to_ijk(_control_points_world(pointsNode))
     negative = to_ijk(_control_points_world(negativeNode))
     box = None

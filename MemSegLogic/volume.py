@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from .errors import InvalidVolumeError
+from .geometry import transform_points
 
 # RAS = diag(-1, -1, 1) * LPS (and the reverse): the only difference between Slicer and ITK.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -64,14 +65,10 @@ class Volume:
 
     def ras_to_ijk(self, ras) -> np.ndarray:
         """Continuous IJK coordinates of RAS points, shape (..., 3)."""
-        ras = np.asarray(ras, dtype=np.float64)
-        homogeneous = np.concatenate([ras, np.ones(ras.shape[:-1] + (1,))], axis=-1)
-        return (homogeneous @ np.linalg.inv(self.ijk_to_ras).T)[..., :3]
+        return transform_points(np.linalg.inv(self.ijk_to_ras), ras)
 
     def ijk_to_ras_points(self, ijk) -> np.ndarray:
-        ijk = np.asarray(ijk, dtype=np.float64)
-        homogeneous = np.concatenate([ijk, np.ones(ijk.shape[:-1] + (1,))], axis=-1)
-        return (homogeneous @ self.ijk_to_ras.T)[..., :3]
+        return transform_points(self.ijk_to_ras, ijk)
 
     def contains_ijk(self, ijk) -> bool:
         """Whether the voxel nearest to each IJK point lies inside the volume."""

@@ -74,11 +74,15 @@ class LiteMedSAMEngine(Engine):
         return postprocess_logits(low_res, new_size, frame_shape), low_res
 
     def _segment_seed(self, frame: np.ndarray, seed: SlicePrompt):
-        embedding, scale, new_size = self._prepare(frame)
         if seed.mask is not None:
-            # A painted mask is the answer on its own slice (as SAM 2 does with mask inputs).
+            # A painted mask is the answer on its own slice (as SAM 2 does with mask inputs): no
+            # need to encode the image, only the model frame's size for the carried logits.
+            from ..models.lite_medsam import model_frame
+
+            _, new_size = model_frame(frame.shape)
             logits = np.where(seed.mask, MASK_SEED_LOGIT, -MASK_SEED_LOGIT).astype(np.float32)
             return logits, self._mask_to_low_res(seed.mask, new_size)
+        embedding, scale, new_size = self._prepare(frame)
         box = None if seed.box_xyxy is None else self._box_256(seed.box_xyxy, scale, new_size, margin=0.0)
         points = None
         if len(seed.labels):

@@ -36,6 +36,7 @@ __all__ = [
     "LiteMedSAM",
     "build_lite_medsam",
     "load_lite_medsam",
+    "model_frame",
     "preprocess_slice",
     "postprocess_logits",
     "to_256_frame",
@@ -167,6 +168,13 @@ def load_lite_medsam(path: Union[str, Path], device: Union[str, torch.device] = 
     return model.to(device).eval()
 
 
+def model_frame(shape) -> Tuple[float, Tuple[int, int]]:
+    """(scale, (new_h, new_w)): a slice of ``shape`` resized so its longest side is 256."""
+    h, w = shape
+    scale = IMAGE_SIZE / max(h, w)
+    return scale, (int(h * scale + 0.5), int(w * scale + 0.5))  # same rounding as upstream
+
+
 def preprocess_slice(slice_uint8_2d: np.ndarray) -> Tuple[Tensor, float, Tuple[int, int]]:
     """Turn one grey-level slice (H, W) into the model input, following upstream LiteMedSAM.
 
@@ -191,8 +199,7 @@ def preprocess_slice(slice_uint8_2d: np.ndarray) -> Tuple[Tensor, float, Tuple[i
     h, w = image.shape
     if h == 0 or w == 0:
         raise ValueError("empty slice")
-    scale = IMAGE_SIZE / max(h, w)
-    new_h, new_w = int(h * scale + 0.5), int(w * scale + 0.5)  # same rounding as upstream
+    scale, (new_h, new_w) = model_frame((h, w))
 
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
     if (new_h, new_w) != (h, w):
