@@ -9,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import time
-from typing import Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
 from .checkpoints import get_checkpoint
-from .errors import InvalidPromptError, InvalidVolumeError
-from .geometry import AXIS_NAMES, slice_stack, unstack
+from .engines.base import DEFAULT_ABSENT_SLICES, DEFAULT_MEMORY
+from .errors import InvalidPromptError
+from .fusion import DEFAULT_FUSION, FUSION_MODES, fuse
+from .geometry import AXIS_NAMES
 from .intensity import DEFAULT_PRESET, to_uint8
 from .progress import Monitor, ProgressCallback
 from .prompt import Prompt
@@ -26,7 +28,9 @@ DEFAULT_MODEL = "medsam2-pretrain"
 
 @dataclasses.dataclass
 class SegmentationResult:
-    """``mask`` (uint8 0/1) and ``probability`` (float32 0..1), both KJI on the input's grid."""
+    """``mask`` (uint8 0/1) and ``probability`` (float32 0..1, fused), both KJI on the input's
+    grid. ``axis_probability`` keeps each axis' own probability (NaN where it did not look) and
+    ``visited_per_axis`` how many slices each axis' passes ran the model on."""
 
     mask: np.ndarray
     probability: np.ndarray
@@ -36,6 +40,10 @@ class SegmentationResult:
     axes: int
     slices_visited: int
     seconds: float
+    axis_probability: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    visited_per_axis: Dict[str, int] = dataclasses.field(default_factory=dict)
+    fusion: str = DEFAULT_FUSION
+    memory: Optional[str] = None  # memory policy used (None for engines without memory)
     segment_id: Optional[str] = None  # set when written into a Slicer segment
 
     def mask_volume(self) -> Volume:
@@ -46,10 +54,18 @@ def segment_volume(
     volume: Union[Volume, str, pathlib.Path],
     prompts: Union[Prompt, Sequence[Prompt]],
     model: str = DEFAULT_MODEL,
-    axes: int = 1,
+    axes: int = 3,
     device: str = "auto",
     preset: Optional[str] = None,
     threshold: float = 0.5,
+    fusion: str = DEFAULT_FUSION,
+    memory: str = DEFAULT_MEMORY,
+    shared_memory: bool = False,
+    absent_slices: int = DEFAULT_ABSENT_SLICES,
+    crop: bool = True,
+    crop_frames: bool = False,
+    square_pixels: Optional[bool] = None,
+    seed: int = 0,
     progress: Optional[ProgressCallback] = None,
     cancel=None,
 ) -> SegmentationResult:
@@ -59,14 +75,26 @@ def segment_volume(
     prompts: one `Prompt`, or several on different slices of the same axis (each becomes a
         conditioning slice; propagation runs forward from the first and backward from the last).
     model: a registered checkpoint name (see `MemSegLogic.checkpoints.list_checkpoints`).
-    axes: 1 = propagate along the prompt's axis in both directions.
+    axes: 3 = six orientations (the prompt's axis both ways, then the two other axes from the
+        planes through the seed, fused); 1 = the prompt's axis in both directions only.
     device: "auto" (CUDA, then MPS, then CPU), "cuda", "mps" or "cpu".
     preset: intensity preset name (`MemSegLogic.intensity.PRESETS`), default percentile clipping.
+    fusion: "mean" (mean probability of the axes that covered a voxel) or "vote" (majority).
+    memory: "self-sorting" (MedSAM-2's bank) or "sam2" (stock SAM 2 memory); engines without
+        memory (medsam-lite) carry masks instead and ignore it. shared_memory: one bank for all
+        passes instead of one per direction. seed: seeds the bank's resampling.
+    absent_slices: a direction stops after this many slices without the object (0: never).
+    crop: later axes only visit the slices of the object's extent found by the first one, plus
+        a margin; crop_frames: also crop each of their frames to that extent (zooms the model in).
+    square_pixels: resample frames along a thick axis to square pixels for the model (None:
+        the engine's measured preference).
     progress: called as ``progress(fraction, message)``; cancel: a `threading.Event` that stops
         the run promptly with `SegmentationCancelled`.
     """
     from .devices import is_out_of_memory, out_of_memory_error, resolve_device
     from .engines import load_engine
+    from .engines.memory_bank import memory_banks
+    from .propagation import propagate_volume
 
     started = time.perf_counter()
     monitor = Monitor(progress, cancel)
@@ -74,31 +102,38 @@ def segment_volume(
         volume = Volume.read(volume)
     volume.check_segmentable()
     seeds, axis = _seeds(volume, prompts)
-    if axes != 1:
-        raise ValueError(f"axes={axes!r} is not supported yet: use axes=1 (the prompt's axis, both directions)")
+    if axes not in (1, 3):
+        raise ValueError(f"axes must be 1 (the prompt's axis, 2 directions) or 3 (6 directions), got {axes!r}")
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
+    if fusion not in FUSION_MODES:
+        raise ValueError(f"fusion must be one of {', '.join(FUSION_MODES)}, got {fusion!r}")
+    banks = memory_banks(memory, shared=shared_memory, seed=seed)
     checkpoint = get_checkpoint(model)
+    uses_memory = checkpoint.engine == "medsam2"
     torch_device = resolve_device(device)
 
     monitor.report(0.0, f"loading {checkpoint.name}")
     engine = load_engine(checkpoint, torch_device, progress=monitor.sub(0.0, 0.05).report)
     image = to_uint8(volume.array, preset or DEFAULT_PRESET)  # a copy: the input stays as it was
-    frames = slice_stack(image, axis)
     try:
-        result = engine.propagate(frames, seeds, monitor.sub(0.05, 1.0))
+        passes = propagate_volume(engine, image, volume.spacing, axis, seeds, axes, monitor.sub(0.05, 0.97),
+                                  absent_slices=absent_slices, crop=crop, crop_frames=crop_frames,
+                                  threshold=threshold,
+                                  memory=banks if uses_memory else None, square_pixels=square_pixels)
     except RuntimeError as error:
         if is_out_of_memory(error):
             raise out_of_memory_error(torch_device) from error
         raise
-    logits = unstack(result.logits, axis)
-    probability = _sigmoid(logits)
-    mask = (logits > np.log(threshold / (1.0 - threshold))).astype(np.uint8)
-    monitor.report(1.0, f"done: {int(result.visited.sum())} {AXIS_NAMES[axis]} slices")
+    monitor.report(0.97, "fusing axes" if axes > 1 else "thresholding")
+    probability, mask = fuse([p.probability for p in passes], fusion, threshold)
+    visited = {p.name: p.slices_visited for p in passes}
+    monitor.report(1.0, "done: " + ", ".join(f"{n} {name} slices" for name, n in visited.items()))
     return SegmentationResult(
-        mask=np.ascontiguousarray(mask), probability=np.ascontiguousarray(probability),
-        ijk_to_ras=volume.ijk_to_ras.copy(), model=checkpoint.name, device=str(torch_device), axes=axes,
-        slices_visited=int(result.visited.sum()), seconds=time.perf_counter() - started)
+        mask=mask, probability=probability, ijk_to_ras=volume.ijk_to_ras.copy(), model=checkpoint.name,
+        device=str(torch_device), axes=axes, slices_visited=sum(visited.values()),
+        seconds=time.perf_counter() - started, axis_probability={p.name: p.probability for p in passes},
+        visited_per_axis=visited, fusion=fusion, memory=memory if uses_memory else None)
 
 
 def _seeds(volume: Volume, prompts) -> tuple:
@@ -122,11 +157,3 @@ def _seeds(volume: Volume, prompts) -> tuple:
                 f"two prompts on slice {AXIS_NAMES[prompt.axis]}={prompt.slice_index}: combine them into one Prompt")
         seeds[prompt.slice_index] = prompt.to_slice_prompt()
     return seeds, axes.pop()
-
-
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    # clipped so exp() cannot overflow float32 (unvisited slices hold -1024); sigmoid(+-80) is 1/0
-    out = np.negative(np.clip(logits, -80.0, 80.0), dtype=np.float32)
-    np.exp(out, out=out)
-    out += 1.0
-    return np.reciprocal(out, out=out)

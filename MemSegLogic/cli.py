@@ -1,11 +1,12 @@
 """The ``memseg`` command line.
 
     memseg segment CT.nrrd --box R,A,S,R,A,S --model medsam-lite --preset ct-chest -o lung.seg.nrrd
-    memseg segment CT.nii.gz --point R,A,S --negative R,A,S -o mask.nii.gz
+    memseg segment CT.nii.gz --point R,A,S --negative R,A,S --axes 3 --memory self-sorting -o mask.nii.gz
     memseg weights list | fetch NAME | verify [NAME]
     memseg demo -o demo-output/
 
-Coordinates are RAS millimetres, as Slicer shows them. Progress goes to stderr; a bad input exits
+Coordinates are RAS millimetres, as Slicer shows them. Points on different slices of the prompt's
+axis become separate seeds (conditioning slices), the way a user corrects a propagation. Progress goes to stderr; a bad input exits
 with status 2 and a one-line reason.
 """
 
@@ -62,18 +63,21 @@ def _segment(args) -> int:
     from .volume import Volume
 
     volume = Volume.read(args.input)
-    prompt = Prompt.from_ras(volume, positive=args.point or [], negative=args.negative or [],
-                             box=args.box, axis=args.axis)
+    prompts = Prompt.several_from_ras(volume, positive=args.point or [], negative=args.negative or [],
+                                      box=args.box, axis=args.axis)
     progress = _StderrProgress(args.quiet)
     try:
-        result = segment_volume(volume, prompt, model=args.model, device=args.device, preset=args.preset,
-                                threshold=args.threshold, progress=progress, cancel=threading.Event())
+        result = segment_volume(volume, prompts, model=args.model, device=args.device, preset=args.preset,
+                                threshold=args.threshold, axes=args.axes, fusion=args.fusion, memory=args.memory,
+                                shared_memory=args.shared_memory, absent_slices=args.absent_slices,
+                                crop=not args.no_crop, crop_frames=args.crop_frames, seed=args.seed, progress=progress, cancel=threading.Event())
     finally:
         progress.close()
     write_mask(args.output, result.mask, result.ijk_to_ras, segment_name=args.segment_name)
     if not args.quiet:
-        print(f"{args.output}: {int(result.mask.sum())} voxels from {result.slices_visited} slices "
-              f"({result.model} on {result.device}, {result.seconds:.1f} s)", file=sys.stderr)
+        slices = ", ".join(f"{n} {axis}" for axis, n in result.visited_per_axis.items())
+        print(f"{args.output}: {int(result.mask.sum())} voxels from {result.slices_visited} slices ({slices}; "
+              f"{result.model} on {result.device}, {result.seconds:.1f} s)", file=sys.stderr)
     return 0
 
 
@@ -112,6 +116,8 @@ def _demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .api import DEFAULT_MODEL
+    from .engines.base import DEFAULT_ABSENT_SLICES, DEFAULT_MEMORY, MEMORY_POLICIES
+    from .fusion import DEFAULT_FUSION, FUSION_MODES
     from .intensity import PRESET_NAMES
 
     parser = argparse.ArgumentParser(prog="memseg", description="One-prompt 3D segmentation (MedSAM-2, LiteMedSAM).")
@@ -130,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     segment.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
     segment.add_argument("--segment-name", default="MemSeg", help="segment name in a .seg.nrrd output")
+    segment.add_argument("--axes", type=int, choices=[1, 3], default=3,
+                         help="3: six orientations, fused (default); 1: the prompt's axis, both directions")
+    segment.add_argument("--fusion", choices=FUSION_MODES, default=DEFAULT_FUSION, help="how axes are combined")
+    segment.add_argument("--memory", choices=MEMORY_POLICIES, default=DEFAULT_MEMORY,
+                         help="MedSAM-2 memory: the self-sorting bank or stock SAM 2 memory")
+    segment.add_argument("--shared-memory", action="store_true", help="one memory bank for all passes")
+    segment.add_argument("--absent-slices", type=int, default=DEFAULT_ABSENT_SLICES,
+                         help=f"stop a direction after this many slices without the object (0: never; default {DEFAULT_ABSENT_SLICES})")
+    segment.add_argument("--no-crop", action="store_true", help="later axes visit every slice, not the object's extent")
+    segment.add_argument("--crop-frames", action="store_true", help="later axes also crop each frame to the object")
+    segment.add_argument("--seed", type=int, default=0, help="random seed of the memory bank's resampling")
     segment.set_defaults(run=_segment)
 
     weights = commands.add_parser("weights", help="list, download or verify model checkpoints")

@@ -105,6 +105,27 @@ class Prompt:
         return cls.from_points(to_ijk(positive, "positive point"), to_ijk(negative, "negative point"),
                                axis=axis if axis is not None else "K", box=box_ijk)
 
+    @classmethod
+    def several_from_ras(cls, volume: Volume, positive: Sequence = (), negative: Sequence = (),
+                         box: Optional[Sequence] = None, axis=None) -> list:
+        """Like `from_ras`, but points on different slices of the axis become one prompt per
+        slice (several seeds) instead of an error. The box decides the axis as in `from_ras`."""
+        if axis is None:
+            axis = cls.from_ras(volume, box=box).axis if box is not None else "K"
+        axis = axis_index(axis)
+        groups = {}
+        for points, label in ((positive, 1), (negative, 0)):
+            for point in _as_points(points, "point"):
+                index = int(np.rint(volume.ras_to_ijk(point[None])[0, axis]))
+                groups.setdefault(index, ([], []))[label == 0].append(point)
+        box_slice = None if box is None else cls.from_ras(volume, box=box, axis=axis).slice_index
+        if box_slice is not None:
+            groups.setdefault(box_slice, ([], []))
+        if not groups:
+            raise InvalidPromptError("empty prompt: give at least one positive point, a box or a mask")
+        return [cls.from_ras(volume, positive=pos, negative=neg, box=box if index == box_slice else None, axis=axis)
+                for index, (pos, neg) in sorted(groups.items())]
+
     # -- checks and conversion ------------------------------------------------------------------
     def frame_shape(self, volume: Volume) -> tuple:
         return slice_stack(np.empty(volume.shape_kji, dtype=np.uint8), self.axis).shape[1:]

@@ -27,14 +27,14 @@ def test_segment_volume_with_sam2_engine_keeps_grid_and_input(tiny_sam2_checkpoi
     original = volume.array.copy()
     prompt = Prompt.from_points([[20, 24, 4]], box=[[10, 12, 4], [30, 36, 4]])
     calls = []
-    result = segment_volume(path, prompt, model=tiny_sam2_checkpoint.name, device="cpu",
+    result = segment_volume(path, prompt, model=tiny_sam2_checkpoint.name, device="cpu", axes=1, absent_slices=0,
                             progress=lambda fraction, message: calls.append(fraction))
     assert result.mask.shape == volume.shape_kji and result.mask.dtype == np.uint8
     assert result.probability.shape == volume.shape_kji and result.probability.dtype == np.float32
     assert set(np.unique(result.mask)) <= {0, 1}
     np.testing.assert_array_equal(result.mask, (result.probability > 0.5).astype(np.uint8))
     np.testing.assert_allclose(result.ijk_to_ras, volume.ijk_to_ras, atol=1e-9)
-    assert result.slices_visited == volume.shape_kji[0]
+    assert result.slices_visited == volume.shape_kji[0] and result.visited_per_axis == {"K": volume.shape_kji[0]}
     assert calls == sorted(calls) and calls[-1] == 1.0 and len(calls) > volume.shape_kji[0]
     np.testing.assert_array_equal(volume.array, original)
 
@@ -45,9 +45,36 @@ def test_other_axes_map_back_to_kji(tiny_sam2_checkpoint, axis):
     volume = _ball_volume(geometry="permuted")
     point = {"I": [[20, 24, 4]], "J": [[20, 24, 4]]}[axis]
     result = segment_volume(volume, Prompt.from_points(point, axis=axis), model=tiny_sam2_checkpoint.name,
-                            device="cpu")
+                            device="cpu", axes=1, absent_slices=0)
     assert result.mask.shape == volume.shape_kji
     assert result.slices_visited == volume.shape_ijk["IJK".index(axis)]
+
+
+@pytest.mark.parametrize("memory, fusion", [("self-sorting", "mean"), ("sam2", "vote")])
+def test_six_orientations_end_to_end(tiny_sam2_checkpoint, memory, fusion):
+    """axes=3 (the default) with the real sam2 model code: the seed axis, then I and J from the
+    planes through the seed; per-axis probabilities kept; the mask is their fusion."""
+    from MemSegLogic.fusion import fuse
+
+    volume = _ball_volume(geometry="oblique", shape=(8, 30, 26))
+    result = segment_volume(volume, Prompt.from_points([[13, 15, 4]], box=[[6, 6, 4], [20, 24, 4]]),
+                            model=tiny_sam2_checkpoint.name, device="cpu", memory=memory, fusion=fusion,
+                            shared_memory=memory == "self-sorting")
+    assert result.axes == 3 and result.memory == memory and result.fusion == fusion
+    assert result.mask.shape == volume.shape_kji and result.mask.dtype == np.uint8
+    assert list(result.axis_probability) == ["K", "I", "J"]
+    assert set(result.visited_per_axis) == {"K", "I", "J"}
+    assert result.slices_visited == sum(result.visited_per_axis.values())
+    for name, probability in result.axis_probability.items():
+        assert probability.shape == volume.shape_kji
+        covered = ~np.isnan(probability)
+        assert covered.any()
+        # whole slices of the axis are covered or not (a window may crop them in-plane)
+        slices = np.moveaxis(covered, 2 - "IJK".index(name), 0).reshape(covered.shape[2 - "IJK".index(name)], -1)
+        assert int(slices.any(axis=1).sum()) == result.visited_per_axis[name]
+    probability, mask = fuse(list(result.axis_probability.values()), fusion)
+    np.testing.assert_array_equal(result.mask, mask)
+    np.testing.assert_array_equal(result.probability, probability)
 
 
 def test_cancel_stops_promptly_and_raises(tiny_sam2_checkpoint):
@@ -87,5 +114,9 @@ def test_unknown_model_and_unsupported_axes():
     volume = _ball_volume()
     with pytest.raises(CheckpointError, match="unknown model"):
         segment_volume(volume, Prompt.from_points([[20, 24, 4]]), model="sam3")
-    with pytest.raises(ValueError, match="axes=3"):
-        segment_volume(volume, Prompt.from_points([[20, 24, 4]]), model="medsam-lite", axes=3)
+    with pytest.raises(ValueError, match="axes must be 1"):
+        segment_volume(volume, Prompt.from_points([[20, 24, 4]]), model="medsam-lite", axes=2)
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        segment_volume(volume, Prompt.from_points([[20, 24, 4]]), model="medsam-lite", fusion="max")
+    with pytest.raises(ValueError, match="memory must be one of"):
+        segment_volume(volume, Prompt.from_points([[20, 24, 4]]), model="medsam-lite", memory="xmem")

@@ -26,7 +26,7 @@ def test_segment_real_ct_to_seg_nrrd(tmp_path, chest_ct):
     box = ",".join(f"{v:.4f}" for v in corners.ravel())
     output = tmp_path / "lung.seg.nrrd"
     completed = _memseg("segment", slicerio.get_testdata_file("CTChest4.nrrd"), "--box", box, "--model", "medsam-lite",
-                        "--preset", "ct-chest", "--segment-name", "right lung", "-o", output)
+                        "--preset", "ct-chest", "--segment-name", "right lung", "--axes", "1", "-o", output)
     assert completed.returncode == 0, completed.stderr
     segmentation = slicerio.read_segmentation(str(output))
     np.testing.assert_allclose(segmentation["ijkToLPS"], np.diag([-1, -1, 1, 1]) @ volume.ijk_to_ras, atol=1e-6)
@@ -84,3 +84,26 @@ def test_missing_input_and_weights_commands(tmp_path):
     offline = subprocess.run([sys.executable, "-m", "MemSegLogic", "-q", "weights", "verify", "medsam2-pretrain"],
                              capture_output=True, text=True)
     assert offline.returncode == 2 and "MedSAM2_pretrain.pth" in offline.stderr
+
+
+def test_six_orientations_with_two_seeds_from_the_command_line(tmp_path, tiny_sam2_checkpoint, capsys):
+    """`memseg segment ... --axes 3 --memory self-sorting` with points on two K slices: two
+    conditioning slices on the seed axis, then the two other axes; run in-process so the test
+    checkpoint registered by the fixture is visible."""
+    from MemSegLogic.cli import main
+
+    k, j, i = np.indices((10, 28, 24))
+    ball = ((k - 5) / 4.0) ** 2 + ((j - 14) / 9.0) ** 2 + ((i - 12) / 8.0) ** 2 < 1
+    volume = Volume((np.random.default_rng(0).normal(0, 20, ball.shape) + 300 * ball).astype(np.float32),
+                    GEOMETRIES["lps-like-flipped"])
+    path = tmp_path / "ball.nrrd"
+    volume.write(path)
+    points = volume.ijk_to_ras_points(np.array([[12.0, 14.0, 4.0], [12.0, 14.0, 6.0]]))
+    args = ["-q", "segment", str(path), "--model", tiny_sam2_checkpoint.name, "--device", "cpu", "--axes", "3",
+            "--memory", "self-sorting", "-o", str(tmp_path / "ball.nii.gz")]
+    for point in points:
+        args += ["--point", ",".join(f"{v:.5f}" for v in point)]
+    assert main(args) == 0, capsys.readouterr().err
+    written = Volume.read(tmp_path / "ball.nii.gz")
+    assert written.shape_kji == volume.shape_kji
+    np.testing.assert_allclose(written.ijk_to_ras, volume.ijk_to_ras, atol=1e-4)

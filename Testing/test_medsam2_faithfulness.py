@@ -52,8 +52,9 @@ def test_same_masks_as_stock_sam2_video_predictor(tmp_path, tiny_sam2_checkpoint
     expected = _propagate(stock, stock.init_state(str(tmp_path)), seed)
 
     engine = load_engine(tiny_sam2_checkpoint.name, torch.device("cpu"))
-    ours = engine.propagate(frames, {seed: SlicePrompt(seed, np.array([[128.0, 128.0]]), np.array([1]),
-                                                       np.array([70.0, 84.0, 190.0, 172.0]))}, Monitor())
+    seeds = {seed: SlicePrompt(seed, np.array([[128.0, 128.0]]), np.array([1]), np.array([70.0, 84.0, 190.0, 172.0]))}
+    # stock memory, no early stop: this is the foundation's one-axis path
+    ours = engine.propagate(frames, seeds, Monitor(), absent_slices=0, memory=None)
 
     assert ours.visited.all()
     for frame, stock_logits in expected.items():
@@ -80,3 +81,34 @@ def test_memseg_predictor_preprocessing_matches_stock_loader(tmp_path, tiny_sam2
     assert (height, width) == decoded.shape[1:]
     for n in range(3):
         np.testing.assert_array_equal(ours[n].numpy(), images[n].numpy())
+
+
+def test_early_stop_ends_a_direction_after_n_absent_slices(tmp_path, tiny_sam2_checkpoint):
+    """SAM 2's own "no object" verdict drives the stop rule. The random model is made to say "no
+    object" everywhere by lowering its object-score bias (restored afterwards): each direction
+    then visits exactly ``absent_slices`` slices past the seed, and the visited ones match the
+    full run."""
+    import torch
+
+    from MemSegLogic.engines import load_engine
+    from MemSegLogic.progress import Monitor
+    from MemSegLogic.prompt import SlicePrompt
+
+    frames = _phantom_frames(tmp_path, count=9)
+    engine = load_engine(tiny_sam2_checkpoint.name, torch.device("cpu"))
+    seeds = {4: SlicePrompt(4, np.array([[128.0, 128.0]]), np.array([1]), np.array([70.0, 84.0, 190.0, 172.0]))}
+    bias = engine.predictor.sam_mask_decoder.pred_obj_score_head.layers[2].bias
+    present = engine.propagate(frames, seeds, Monitor(), absent_slices=2)
+    assert present.visited.all()  # the object never vanishes: every slice is visited
+    with torch.no_grad():
+        bias -= 20.0
+    try:
+        full = engine.propagate(frames, seeds, Monitor(), absent_slices=0)
+        stopped = engine.propagate(frames, seeds, Monitor(), absent_slices=2)
+    finally:
+        with torch.no_grad():
+            bias += 20.0
+    assert np.flatnonzero(stopped.visited).tolist() == [2, 3, 4, 5, 6]
+    for frame in (2, 3, 4, 5, 6):
+        np.testing.assert_array_equal(stopped.logits[frame], full.logits[frame])
+    assert (full.logits[[0, 1, 7, 8]] < 0).all()

@@ -154,13 +154,32 @@ def test_segment_volume_node_medsam_lite_real_ct(slicer_scene, chest_ct):
     k = 20
     rows, cols = np.nonzero(reference[k])
     prompt = Prompt.from_box((cols.min(), rows.min(), k), (cols.max(), rows.max(), k))
-    result = segmentVolumeNode(node, segmentation, "right lung", prompt, model="medsam-lite", preset="ct-chest")
+    result = segmentVolumeNode(node, segmentation, "right lung", prompt, model="medsam-lite", preset="ct-chest",
+                               axes=1)
     written = _segment_array(segmentation, result.segment_id, node)
     np.testing.assert_array_equal(written, result.mask)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), before)
     assert dice(written, reference) > 0.80
     assert undoLastEdit(segmentation)
     assert not _segment_array(segmentation, result.segment_id, node).any()
+
+
+def test_segment_volume_node_six_orientations_with_sam2_code(slicer_scene, tiny_sam2_checkpoint):
+    """The MRML entry point runs axes=3 with the self-sorting bank (real sam2 code, random
+    weights): the fused mask is what lands in the segment, on an oblique volume."""
+    pytest.importorskip("sam2")
+    from MemSegLogic import Prompt
+    from MemSegLogic.mrml import segmentVolumeNode
+
+    k, j, i = np.indices((8, 28, 24))
+    ball = ((k - 4) / 3.0) ** 2 + ((j - 14) / 9.0) ** 2 + ((i - 12) / 8.0) ** 2 < 1
+    array = (np.random.default_rng(0).normal(0, 20, ball.shape) + 300 * ball).astype(np.float32)
+    node = _add_volume(array, GEOMETRIES["oblique"])
+    segmentation, _ = _new_segmentation(node)
+    result = segmentVolumeNode(node, segmentation, "ball", Prompt.from_points([[12, 14, 4]], box=[[6, 6, 4], [18, 22, 4]]),
+                               model=tiny_sam2_checkpoint.name, device="cpu", axes=3, memory="self-sorting")
+    assert result.axes == 3 and set(result.visited_per_axis) == {"I", "J", "K"}
+    np.testing.assert_array_equal(_segment_array(segmentation, result.segment_id, node), result.mask)
 
 
 @pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz"])

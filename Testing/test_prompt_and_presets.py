@@ -75,3 +75,19 @@ def test_mr_percentile_clipping():
     assert out[np.searchsorted(values, low) - 1] == 0 and out[np.searchsorted(values, high) + 1] == 255
     with pytest.raises(ValueError, match="unknown intensity preset"):
         to_uint8(values, "ct-liver")
+
+
+def test_points_on_several_slices_become_several_seeds():
+    volume = Volume(np.zeros((12, 20, 16), np.float32), GEOMETRIES["oblique"])
+    ijk = np.array([[3.0, 4.0, 2.0], [5.0, 6.0, 2.0], [7.0, 8.0, 9.0]])
+    negative = np.array([[9.0, 9.0, 9.0]])
+    prompts = Prompt.several_from_ras(volume, positive=volume.ijk_to_ras_points(ijk),
+                                      negative=volume.ijk_to_ras_points(negative))
+    assert [(p.axis, p.slice_index) for p in prompts] == [(2, 2), (2, 9)]
+    np.testing.assert_allclose(prompts[0].points, ijk[:2], atol=1e-6)
+    assert prompts[1].labels.tolist() == [1, 0]
+    box = volume.ijk_to_ras_points(np.array([[2.0, 3.0, 5.0], [8.0, 3.0, 11.0]]))  # a J slice box
+    on_j = Prompt.several_from_ras(volume, positive=volume.ijk_to_ras_points([[4.0, 7.0, 6.0]]), box=box)
+    assert [(p.axis, p.slice_index, p.box is not None) for p in on_j] == [(1, 3, True), (1, 7, False)]
+    with pytest.raises(InvalidPromptError, match="empty prompt"):
+        Prompt.several_from_ras(volume)

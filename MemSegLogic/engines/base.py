@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -12,6 +12,11 @@ from ..prompt import SlicePrompt
 
 # Logit stored for frames a pass never reached (SAM 2 uses the same value for "no object").
 NOT_VISITED_LOGIT = -1024.0
+# A pass ends after this many consecutive slices without the object, beyond the outermost seed.
+DEFAULT_ABSENT_SLICES = 3
+# Memory policies of memory-based engines: MedSAM-2's self-sorting bank, or stock SAM 2 memory.
+MEMORY_POLICIES = ("self-sorting", "sam2")
+DEFAULT_MEMORY = "self-sorting"
 
 
 @dataclasses.dataclass
@@ -26,13 +31,81 @@ class PassResult:
         return cls(np.full(shape, NOT_VISITED_LOGIT, dtype=np.float32), np.zeros(shape[0], dtype=bool))
 
 
+class AbsenceCounter:
+    """The early-stop rule: a direction ends once the object has been absent on ``limit``
+    consecutive slices past the outermost seed (``limit`` 0 never stops: every slice is visited)."""
+
+    def __init__(self, limit: int):
+        if limit < 0:
+            raise ValueError(f"absent_slices must be >= 0, got {limit}")
+        self.limit = limit
+        self.absent = 0
+
+    def should_stop(self, present: bool) -> bool:
+        self.absent = 0 if present else self.absent + 1
+        return self.limit > 0 and self.absent >= self.limit
+
+
+def directions(seeds: Dict[int, SlicePrompt], count: int):
+    """The two directions of a pass over ``count`` frames: (step, first seed, last frame, where
+    early stopping may start). Forward runs from the first seed to the end, backward from the
+    last seed to frame 0; between seeds a direction never stops."""
+    return ((1, min(seeds), count - 1, max(seeds)), (-1, max(seeds), 0, min(seeds)))
+
+
 class Engine:
     """Interface of a propagation engine. ``frames`` is a uint8 stack (N, H, W), ``seeds`` maps a
     frame index to its prompt; the engine propagates forward from the first seed and backward
-    from the last one, and returns logits at the frames' own resolution."""
+    from the last one, and returns logits at the frames' own resolution. ``memory`` is a
+    `MemoryBanks` (self-sorting) or None (the engine's own memory); engines without memory
+    ignore it."""
 
     name: str = ""
     image_size: int = 0
+    # Whether frames with non-square pixels (slices along a thick axis) are resampled to square
+    # pixels before the model sees them (see `propagation.SquarePixels`).
+    square_pixels: bool = True
 
-    def propagate(self, frames: np.ndarray, seeds: Dict[int, SlicePrompt], monitor: Monitor) -> PassResult:
+    def propagate(self, frames: np.ndarray, seeds: Dict[int, SlicePrompt], monitor: Monitor,
+                  absent_slices: int = DEFAULT_ABSENT_SLICES, memory=None) -> PassResult:
         raise NotImplementedError
+
+
+class CarriedMaskEngine(Engine):
+    """An engine without memory: each slice is prompted from the previous slice's result.
+
+    Subclasses segment one slice: `segment_seed(frame, seed)` and `segment_next(frame, carried)`,
+    each returning (logits at frame resolution, what the next slice is prompted with). The
+    carried prompt is always the last slice where the object was present."""
+
+    def segment_seed(self, frame: np.ndarray, seed: SlicePrompt):
+        raise NotImplementedError
+
+    def segment_next(self, frame: np.ndarray, carried):
+        raise NotImplementedError
+
+    def propagate(self, frames: np.ndarray, seeds: Dict[int, SlicePrompt], monitor: Monitor,
+                  absent_slices: int = DEFAULT_ABSENT_SLICES, memory=None) -> PassResult:
+        result = PassResult.empty(frames.shape)
+        carried = {}
+        for index, seed in sorted(seeds.items()):
+            monitor.report(result.visited.mean(), f"seed slice {index}")
+            result.logits[index], carried[index] = self.segment_seed(frames[index], seed)
+            result.visited[index] = True
+        for step, start, end, stop_from in directions(seeds, len(frames)):
+            carry: Optional[object] = carried[start]
+            counter = AbsenceCounter(absent_slices)
+            for index in range(start + step, end + step, step):
+                if index in seeds:  # a later seed takes over from the carried prompt
+                    carry = carried[index]
+                    continue
+                logits, new_carry = self.segment_next(frames[index], carry)
+                result.logits[index] = logits
+                result.visited[index] = True
+                present = bool((logits > 0).any())
+                if present:
+                    carry = new_carry
+                monitor.report(result.visited.mean(), f"slice {index} ({'forward' if step > 0 else 'backward'})")
+                if (index - stop_from) * step > 0 and counter.should_stop(present):
+                    break
+        return result

@@ -18,7 +18,8 @@ from ..checkpoints import Checkpoint
 from ..errors import CheckpointError
 from ..progress import Monitor
 from ..prompt import SlicePrompt
-from .base import Engine, PassResult
+from .base import DEFAULT_ABSENT_SLICES, AbsenceCounter, Engine, PassResult, directions
+from .memory_bank import BankEntry
 
 try:  # sam2's video stack imports no torchvision, so this works with a CPU-only torch
     import torch
@@ -63,7 +64,22 @@ class SliceFrames:
 
 
 class MemSegVideoPredictor(SAM2VideoPredictor):
-    """`SAM2VideoPredictor` with an inference state built from in-memory slices."""
+    """`SAM2VideoPredictor` with an inference state built from in-memory slices, and a switchable
+    memory: stock SAM 2 memory (``memory_bank`` None) or a `SelfSortingMemoryBank`.
+
+    With a bank, every tracked frame offers its memory (with the decoder's IoU and a pooled image
+    feature) to the bank, and memory attention reads the prompted frames plus memories drawn from
+    the bank instead of the 6 most recent frames. Temporal position encodings: a drawn memory
+    gets SAM 2's slot for its true slice distance to the current frame, capped at the farthest
+    slot (num_maskmem - 1), as stock does for a memory that far back; memories from another pass
+    (a shared bank: another axis or direction) get the farthest slot. Object pointers: those of
+    the prompted frames (stock rule: only the ones already passed) and of the drawn memories,
+    with the same distances for SAM 2.1's pointer position encoding.
+    """
+
+    memory_bank = None
+    pass_id = 0
+    DESCRIPTOR_SIZE = 8  # pooled feature grid used to compare slices for resampling
 
     @torch.inference_mode()
     def init_state_from_frames(self, frames: SliceFrames, offload_state_to_cpu: bool = False) -> dict:
@@ -72,6 +88,7 @@ class MemSegVideoPredictor(SAM2VideoPredictor):
         Unlike stock, frame 0 is not encoded up front: the seed is rarely on frame 0."""
         height, width = frames.frames.shape[1:]
         device = self.device
+        self._descriptors = {}
         return {
             "images": frames,
             "num_frames": len(frames),
@@ -92,6 +109,113 @@ class MemSegVideoPredictor(SAM2VideoPredictor):
             "temp_output_dict_per_obj": {},
             "frames_tracked_per_obj": {},
         }
+
+    # -- what the bank needs that stock discards ------------------------------------------------
+    def _get_image_feature(self, inference_state, frame_idx, batch_size):
+        features = super()._get_image_feature(inference_state, frame_idx, batch_size)
+        if self.memory_bank is not None:
+            top = features[2][-1]  # (h*w, B, C) lowest-resolution backbone feature
+            h, w = features[4][-1]
+            grid = top[:, 0].permute(1, 0).reshape(1, -1, h, w).float()
+            pooled = torch.nn.functional.adaptive_avg_pool2d(grid, self.DESCRIPTOR_SIZE)
+            self._descriptors[frame_idx] = pooled.flatten()
+        return features
+
+    def _forward_sam_heads(self, *args, **kwargs):
+        outputs = super()._forward_sam_heads(*args, **kwargs)
+        self._last_iou = float(outputs[2].max())  # with several masks, SAM 2 keeps the best-scored
+        return outputs
+
+    def _use_mask_as_output(self, *args, **kwargs):
+        outputs = super()._use_mask_as_output(*args, **kwargs)
+        self._last_iou = 1.0  # a given mask is taken as it is
+        return outputs
+
+    def _run_single_frame_inference(self, inference_state, output_dict, frame_idx, batch_size,
+                                    is_init_cond_frame, point_inputs, mask_inputs, reverse, run_mem_encoder,
+                                    prev_sam_mask_logits=None):
+        out, masks = super()._run_single_frame_inference(
+            inference_state, output_dict, frame_idx, batch_size, is_init_cond_frame, point_inputs,
+            mask_inputs, reverse, run_mem_encoder, prev_sam_mask_logits)
+        if self.memory_bank is not None and run_mem_encoder and out["maskmem_features"] is not None:
+            self.memory_bank.offer(self._bank_entry(frame_idx, out, self._last_iou))
+        return out, masks
+
+    def _bank_entry(self, frame_idx, out, iou):
+        return BankEntry((self.pass_id, frame_idx), out["maskmem_features"], out["maskmem_pos_enc"][-1],
+                         out["obj_ptr"], iou, self._descriptors[frame_idx])
+
+    # -- memory selection ----------------------------------------------------------------------
+    def _prepare_memory_conditioned_features(self, frame_idx, is_init_cond_frame, current_vision_feats,
+                                             current_vision_pos_embeds, feat_sizes, output_dict, num_frames,
+                                             track_in_reverse=False):
+        bank = self.memory_bank
+        if bank is None or is_init_cond_frame or self.num_maskmem == 0:
+            return super()._prepare_memory_conditioned_features(
+                frame_idx, is_init_cond_frame, current_vision_feats, current_vision_pos_embeds,
+                feat_sizes, output_dict, num_frames, track_in_reverse)
+        cond_outputs = output_dict["cond_frame_outputs"]
+        for t, out in cond_outputs.items():  # prompted frames: always kept, and shared with other passes
+            if (self.pass_id, t) not in bank.keys() and out["maskmem_features"] is not None:
+                bank.pin(self._bank_entry(t, out, 1.0))
+        drawn = bank.draw(self._descriptors[frame_idx], exclude=[(self.pass_id, t) for t in cond_outputs])
+
+        farthest = self.num_maskmem - 1
+        max_ptrs = min(num_frames, self.max_obj_ptrs_in_encoder)
+        sign = -1 if track_in_reverse else 1
+
+        def distance(t, cap):
+            return min(abs(frame_idx - t), cap)
+
+        memories = [(0, out["maskmem_features"], out["maskmem_pos_enc"][-1]) for out in cond_outputs.values()]
+        pointers = [((frame_idx - t) * sign if self.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t),
+                     out["obj_ptr"]) for t, out in cond_outputs.items()
+                    if self.training or not self.only_obj_ptrs_in_the_past_for_eval
+                    or (t >= frame_idx if track_in_reverse else t <= frame_idx)]
+        for entry in drawn:
+            same_pass = entry.pass_id == self.pass_id
+            t_rel = distance(entry.frame, farthest) if same_pass else farthest
+            memories.append((self.num_maskmem - t_rel, entry.memory, entry.position))
+            if self.use_obj_ptrs_in_encoder and entry.pointer is not None:
+                gap = distance(entry.frame, max_ptrs - 1) if same_pass else max_ptrs - 1
+                pointers.append((gap * sign if self.use_signed_tpos_enc_to_obj_ptrs else gap, entry.pointer))
+        return self._attend(current_vision_feats, current_vision_pos_embeds, feat_sizes, memories,
+                            pointers[:max_ptrs] if self.use_obj_ptrs_in_encoder else [], max_ptrs)
+
+    def _attend(self, current_vision_feats, current_vision_pos_embeds, feat_sizes, memories, pointers, max_ptrs):
+        """Memory attention over (t_pos, features, position) memories and (distance, pointer)
+        object pointers: the token layout and encodings of `SAM2Base._prepare_memory_conditioned_features`."""
+        from sam2.modeling.sam2_utils import get_1d_sine_pe
+
+        batch, channels = current_vision_feats[-1].size(1), self.hidden_dim
+        height, width = feat_sizes[-1]
+        device = current_vision_feats[-1].device
+        tokens, positions = [], []
+        for t_pos, features, position in memories:
+            tokens.append(features.to(device).flatten(2).permute(2, 0, 1))
+            positions.append(position.to(device).flatten(2).permute(2, 0, 1)
+                             + self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1])
+        pointer_tokens = 0
+        if pointers:
+            distances, vectors = zip(*pointers)
+            object_pointers = torch.stack(vectors, dim=0)
+            if self.add_tpos_enc_to_obj_ptrs:
+                dim = channels if self.proj_tpos_enc_in_obj_ptrs else self.mem_dim
+                encoding = get_1d_sine_pe(torch.tensor(distances, device=device) / (max_ptrs - 1), dim=dim)
+                pointer_position = self.obj_ptr_tpos_proj(encoding).unsqueeze(1).expand(-1, batch, self.mem_dim)
+            else:
+                pointer_position = object_pointers.new_zeros(len(distances), batch, self.mem_dim)
+            if self.mem_dim < channels:  # a 256-d pointer becomes 256 / 64 tokens, as in stock
+                object_pointers = object_pointers.reshape(-1, batch, channels // self.mem_dim, self.mem_dim)
+                object_pointers = object_pointers.permute(0, 2, 1, 3).flatten(0, 1)
+                pointer_position = pointer_position.repeat_interleave(channels // self.mem_dim, dim=0)
+            tokens.append(object_pointers)
+            positions.append(pointer_position)
+            pointer_tokens = object_pointers.shape[0]
+        attended = self.memory_attention(
+            curr=current_vision_feats, curr_pos=current_vision_pos_embeds, memory=torch.cat(tokens, dim=0),
+            memory_pos=torch.cat(positions, dim=0), num_obj_ptr_tokens=pointer_tokens)
+        return attended.permute(1, 2, 0).view(batch, channels, height, width)
 
 
 def sam2_overrides(image_size: int) -> list:
@@ -142,28 +266,50 @@ class MedSAM2Engine(Engine):
         self.predictor = build_predictor(checkpoint, weights_path, device)
 
     @torch.inference_mode()
-    def propagate(self, frames: np.ndarray, seeds: Dict[int, SlicePrompt], monitor: Monitor) -> PassResult:
+    def propagate(self, frames: np.ndarray, seeds: Dict[int, SlicePrompt], monitor: Monitor,
+                  absent_slices: int = DEFAULT_ABSENT_SLICES, memory=None) -> PassResult:
         predictor = self.predictor
         result = PassResult.empty(frames.shape)
         state = predictor.init_state_from_frames(SliceFrames(frames, self.image_size))
-        with self._autocast():
-            for frame_index, seed in sorted(seeds.items()):
-                monitor.report(0.0, f"encoding seed slice {frame_index}")
-                if seed.mask is not None:
-                    predictor.add_new_mask(state, frame_index, OBJECT_ID, torch.from_numpy(seed.mask))
-                else:
-                    has_points = len(seed.labels) > 0
-                    predictor.add_new_points_or_box(
-                        state, frame_index, OBJECT_ID,
-                        points=seed.points_xy.astype(np.float32) if has_points else None,
-                        labels=seed.labels.astype(np.int32) if has_points else None,
-                        box=None if seed.box_xyxy is None else seed.box_xyxy.astype(np.float32))
-            # Forward from the first seed through the end, then backward from the last seed; each
-            # direction reads the seeds' memories and its own past, as SAM 2 tracks a video.
-            for reverse, start in ((False, min(seeds)), (True, max(seeds))):
-                for frame_index, _, mask_logits in predictor.propagate_in_video(
-                        state, start_frame_idx=start, reverse=reverse):
-                    result.logits[frame_index] = mask_logits[0, 0].float().cpu().numpy()
-                    result.visited[frame_index] = True
-                    monitor.report(result.visited.mean(), f"slice {frame_index} ({'backward' if reverse else 'forward'})")
+        predictor.pass_id = memory.new_pass_id() if memory is not None else 0
+        try:
+            with self._autocast():
+                for frame_index, seed in sorted(seeds.items()):
+                    monitor.report(0.0, f"encoding seed slice {frame_index}")
+                    self._add_seed(state, frame_index, seed)
+                # Forward from the first seed through the end, then backward from the last seed;
+                # each direction reads the seeds' memories and its own past, as SAM 2 tracks a video.
+                for step, start, _, stop_from in directions(seeds, len(frames)):
+                    predictor.memory_bank = memory.bank_for_direction() if memory is not None else None
+                    counter = AbsenceCounter(absent_slices)
+                    for frame_index, _, mask_logits in predictor.propagate_in_video(
+                            state, start_frame_idx=start, reverse=step < 0):
+                        logits = mask_logits[0, 0].float().cpu().numpy()
+                        result.logits[frame_index] = logits
+                        result.visited[frame_index] = True
+                        monitor.report(result.visited.mean(),
+                                       f"slice {frame_index} ({'backward' if step < 0 else 'forward'})")
+                        if (frame_index - stop_from) * step > 0 and counter.should_stop(
+                                self._object_present(state, frame_index, logits)):
+                            break
+        finally:
+            predictor.memory_bank = None
         return result
+
+    def _add_seed(self, state, frame_index: int, seed: SlicePrompt) -> None:
+        if seed.mask is not None:
+            self.predictor.add_new_mask(state, frame_index, OBJECT_ID, torch.from_numpy(seed.mask))
+            return
+        has_points = len(seed.labels) > 0
+        self.predictor.add_new_points_or_box(
+            state, frame_index, OBJECT_ID,
+            points=seed.points_xy.astype(np.float32) if has_points else None,
+            labels=seed.labels.astype(np.int32) if has_points else None,
+            box=None if seed.box_xyxy is None else seed.box_xyxy.astype(np.float32))
+
+    @staticmethod
+    def _object_present(state, frame_index: int, logits: np.ndarray) -> bool:
+        """Absent = SAM 2's object score says "no object" and the mask is empty."""
+        out = state["output_dict_per_obj"][0]["non_cond_frame_outputs"].get(frame_index)
+        score_says_present = out is None or float(out["object_score_logits"].max()) >= 0
+        return score_says_present or bool((logits > 0).any())
