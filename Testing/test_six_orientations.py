@@ -201,7 +201,7 @@ def test_square_pixel_resampling_maps_back_onto_the_same_pixels(shape, spacing):
     binary = rng.random((4,) + shape) > 0.5
     grid = SquarePixels(shape, spacing)
     model_rows, model_cols = grid.model_shape
-    assert abs(model_rows * 0 + spacing[0] * shape[0] / model_rows - spacing[1] * shape[1] / model_cols) < 0.05
+    assert abs(spacing[0] * shape[0] / model_rows - spacing[1] * shape[1] / model_cols) < 0.05
     up = grid.frames(np.where(binary, 255, 0).astype(np.uint8))
     back = grid.logits_back(np.where(up > 127, LOGIT, -LOGIT).astype(np.float32))
     np.testing.assert_array_equal(back > 0, binary)

@@ -155,8 +155,9 @@ class MemSegVideoPredictor(SAM2VideoPredictor):
                 frame_idx, is_init_cond_frame, current_vision_feats, current_vision_pos_embeds,
                 feat_sizes, output_dict, num_frames, track_in_reverse)
         cond_outputs = output_dict["cond_frame_outputs"]
+        in_bank = set(bank.keys())
         for t, out in cond_outputs.items():  # prompted frames: always kept, and shared with other passes
-            if (self.pass_id, t) not in bank.keys() and out["maskmem_features"] is not None:
+            if (self.pass_id, t) not in in_bank and out["maskmem_features"] is not None:
                 bank.pin(self._bank_entry(t, out, 1.0))
         drawn = bank.draw(self._descriptors[frame_idx], exclude=[(self.pass_id, t) for t in cond_outputs])
 
