@@ -14,7 +14,7 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 
 from .checkpoints import get_checkpoint
-from .engines.base import DEFAULT_ABSENT_SLICES, DEFAULT_MEMORY
+from .engines.base import DEFAULT_MEMORY
 from .errors import InvalidPromptError
 from .fusion import DEFAULT_FUSION, FUSION_MODES, fuse
 from .geometry import AXIS_NAMES
@@ -49,6 +49,11 @@ class SegmentationResult:
     def mask_volume(self) -> Volume:
         return Volume(self.mask, self.ijk_to_ras.copy())
 
+    def fused(self, mode: str, threshold: float = 0.5):
+        """(probability, mask) of this run's axes fused another way (see `MemSegLogic.fusion`)."""
+        axes = [AXIS_NAMES.index(name) for name in self.axis_probability]
+        return fuse(list(self.axis_probability.values()), mode, threshold, axes, self.mask_volume().spacing)
+
 
 def segment_volume(
     volume: Union[Volume, str, pathlib.Path],
@@ -61,7 +66,7 @@ def segment_volume(
     fusion: str = DEFAULT_FUSION,
     memory: str = DEFAULT_MEMORY,
     shared_memory: bool = False,
-    absent_slices: int = DEFAULT_ABSENT_SLICES,
+    absent_slices: Optional[int] = None,
     crop: bool = True,
     crop_frames: bool = False,
     square_pixels: Optional[bool] = None,
@@ -79,11 +84,14 @@ def segment_volume(
         planes through the seed, fused); 1 = the prompt's axis in both directions only.
     device: "auto" (CUDA, then MPS, then CPU), "cuda", "mps" or "cpu".
     preset: intensity preset name (`MemSegLogic.intensity.PRESETS`), default percentile clipping.
-    fusion: "mean" (mean probability of the axes that covered a voxel) or "vote" (majority).
+    fusion: "weighted" (mean probability of the axes that covered a voxel, each slice weighted by
+        its resolution and by whether the other axes confirm it), "mean" (plain mean) or "vote"
+        (majority); see `MemSegLogic.fusion`.
     memory: "self-sorting" (MedSAM-2's bank) or "sam2" (stock SAM 2 memory); engines without
         memory (medsam-lite) carry masks instead and ignore it. shared_memory: one bank for all
         passes instead of one per direction. seed: seeds the bank's resampling.
-    absent_slices: a direction stops after this many slices without the object (0: never).
+    absent_slices: a direction stops after this many slices without the object (0: never;
+        None: the engine's default, 3 for MedSAM-2, 1 for medsam-lite).
     crop: later axes only visit the slices of the object's extent found by the first one, plus
         a margin; crop_frames: also crop each of their frames to that extent (zooms the model in).
     square_pixels: resample frames along a thick axis to square pixels for the model (None:
@@ -126,7 +134,8 @@ def segment_volume(
             raise out_of_memory_error(torch_device) from error
         raise
     monitor.report(0.97, "fusing axes" if axes > 1 else "thresholding")
-    probability, mask = fuse([p.probability for p in passes], fusion, threshold)
+    probability, mask = fuse([p.probability for p in passes], fusion, threshold, [p.axis for p in passes],
+                             volume.spacing)
     visited = {p.name: p.slices_visited for p in passes}
     monitor.report(1.0, "done: " + ", ".join(f"{n} {name} slices" for name, n in visited.items()))
     return SegmentationResult(

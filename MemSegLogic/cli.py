@@ -116,7 +116,7 @@ def _demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .api import DEFAULT_MODEL
-    from .engines.base import DEFAULT_ABSENT_SLICES, DEFAULT_MEMORY, MEMORY_POLICIES
+    from .engines.base import DEFAULT_MEMORY, MEMORY_POLICIES
     from .fusion import DEFAULT_FUSION, FUSION_MODES
     from .intensity import PRESET_NAMES
 
@@ -138,12 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--segment-name", default="MemSeg", help="segment name in a .seg.nrrd output")
     segment.add_argument("--axes", type=int, choices=[1, 3], default=3,
                          help="3: six orientations, fused (default); 1: the prompt's axis, both directions")
-    segment.add_argument("--fusion", choices=FUSION_MODES, default=DEFAULT_FUSION, help="how axes are combined")
+    segment.add_argument("--fusion", choices=FUSION_MODES, default=DEFAULT_FUSION,
+                         help="how axes are combined: weighted (mean weighted by each slice's resolution and "
+                              "the other axes' agreement; default), mean or vote")
     segment.add_argument("--memory", choices=MEMORY_POLICIES, default=DEFAULT_MEMORY,
                          help="MedSAM-2 memory: the self-sorting bank or stock SAM 2 memory")
     segment.add_argument("--shared-memory", action="store_true", help="one memory bank for all passes")
-    segment.add_argument("--absent-slices", type=int, default=DEFAULT_ABSENT_SLICES,
-                         help=f"stop a direction after this many slices without the object (0: never; default {DEFAULT_ABSENT_SLICES})")
+    segment.add_argument("--absent-slices", type=int, default=None,
+                         help="stop a direction after this many slices without the object "
+                              "(0: never; default: the engine's, 3 for MedSAM-2, 1 for medsam-lite)")
     segment.add_argument("--no-crop", action="store_true", help="later axes visit every slice, not the object's extent")
     segment.add_argument("--crop-frames", action="store_true", help="later axes also crop each frame to the object")
     segment.add_argument("--seed", type=int, default=0, help="random seed of the memory bank's resampling")

@@ -28,6 +28,12 @@ def in_plane_axes(axis: int) -> tuple:
     return x_axis, y_axis
 
 
+def frame_spacing(spacing_ijk, axis: int) -> tuple:
+    """Pixel spacing (row, col) in mm of the frames of ``axis``."""
+    x_axis, y_axis = in_plane_axes(axis)
+    return float(spacing_ijk[y_axis]), float(spacing_ijk[x_axis])
+
+
 def slice_stack(array_kji: np.ndarray, axis: int) -> np.ndarray:
     """View of a KJI array as frames (N, H, W) along IJK ``axis``."""
     # Array dimension of IJK axis a is 2 - a; the two remaining dims keep their order, which is

@@ -33,10 +33,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .engines.base import DEFAULT_ABSENT_SLICES, Engine
+from .engines.base import Engine
 from .errors import InvalidPromptError
 from .fusion import sigmoid
-from .geometry import AXIS_NAMES, in_plane_axes, slice_stack
+from .geometry import AXIS_NAMES, frame_spacing, in_plane_axes, slice_stack
 from .progress import Monitor
 from .prompt import SlicePrompt
 
@@ -151,14 +151,8 @@ class AxisPass:
         return AXIS_NAMES[self.axis]
 
 
-def frame_spacing(spacing_ijk, axis: int) -> Tuple[float, float]:
-    """Pixel spacing (row, col) of the frames of ``axis``."""
-    x_axis, y_axis = in_plane_axes(axis)
-    return float(spacing_ijk[y_axis]), float(spacing_ijk[x_axis])
-
-
 def run_pass(engine: Engine, image: np.ndarray, spacing_ijk, axis: int, seeds: Dict[int, SlicePrompt],
-             window: Optional[Window], monitor: Monitor, absent_slices: int = DEFAULT_ABSENT_SLICES,
+             window: Optional[Window], monitor: Monitor, absent_slices: Optional[int] = None,
              memory=None, square_pixels: bool = True) -> AxisPass:
     """Propagate ``seeds`` (whole-frame coordinates) along ``axis`` of the uint8 KJI ``image``."""
     stack = slice_stack(image, axis)
@@ -220,7 +214,7 @@ def object_window(mask: np.ndarray, axis: int, spacing_ijk, margin_fraction: flo
 
 def propagate_volume(engine: Engine, image: np.ndarray, spacing_ijk, seed_axis: int,
                      seeds: Dict[int, SlicePrompt], axes: int = 3, monitor: Optional[Monitor] = None,
-                     absent_slices: int = DEFAULT_ABSENT_SLICES, crop: bool = True, crop_frames: bool = False,
+                     absent_slices: Optional[int] = None, crop: bool = True, crop_frames: bool = False,
                      margin_fraction: float = DEFAULT_MARGIN_FRACTION, margin_voxels: int = DEFAULT_MARGIN_VOXELS,
                      threshold: float = 0.5, memory=None, square_pixels: Optional[bool] = None) -> List[AxisPass]:
     """All passes of one segmentation, seed axis first. ``image`` is the uint8 KJI volume.

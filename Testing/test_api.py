@@ -50,12 +50,10 @@ def test_other_axes_map_back_to_kji(tiny_sam2_checkpoint, axis):
     assert result.slices_visited == volume.shape_ijk["IJK".index(axis)]
 
 
-@pytest.mark.parametrize("memory, fusion", [("self-sorting", "mean"), ("sam2", "vote")])
+@pytest.mark.parametrize("memory, fusion", [("self-sorting", "weighted"), ("sam2", "vote")])
 def test_six_orientations_end_to_end(tiny_sam2_checkpoint, memory, fusion):
     """axes=3 (the default) with the real sam2 model code: the seed axis, then I and J from the
     planes through the seed; per-axis probabilities kept; the mask is their fusion."""
-    from MemSegLogic.fusion import fuse
-
     volume = _ball_volume(geometry="oblique", shape=(8, 30, 26))
     result = segment_volume(volume, Prompt.from_points([[13, 15, 4]], box=[[6, 6, 4], [20, 24, 4]]),
                             model=tiny_sam2_checkpoint.name, device="cpu", memory=memory, fusion=fusion,
@@ -72,7 +70,7 @@ def test_six_orientations_end_to_end(tiny_sam2_checkpoint, memory, fusion):
         # whole slices of the axis are covered or not (a window may crop them in-plane)
         slices = np.moveaxis(covered, 2 - "IJK".index(name), 0).reshape(covered.shape[2 - "IJK".index(name)], -1)
         assert int(slices.any(axis=1).sum()) == result.visited_per_axis[name]
-    probability, mask = fuse(list(result.axis_probability.values()), fusion)
+    probability, mask = result.fused(fusion)
     np.testing.assert_array_equal(result.mask, mask)
     np.testing.assert_array_equal(result.probability, probability)
 

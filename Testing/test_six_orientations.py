@@ -45,7 +45,7 @@ class ScriptedStandInEngine(CarriedMaskEngine):
     def __init__(self):
         self.calls = []
 
-    def propagate(self, frames, seeds, monitor, absent_slices=3, memory=None):
+    def propagate(self, frames, seeds, monitor, absent_slices=None, memory=None):
         call = {"frames": frames.copy(), "seeds": dict(seeds), "order": []}
         self.calls.append(call)
         return super().propagate(_RecordingStack(frames, call["order"]), seeds, monitor, absent_slices, memory)
@@ -117,8 +117,9 @@ def test_every_voxel_of_the_phantom_is_recovered_from_any_seed_axis(seed_axis, s
         covered = ~np.isnan(axis_pass.probability)
         assert covered[truth].all(), f"axis {axis_pass.name} missed phantom voxels"
         np.testing.assert_array_equal(axis_pass.probability[covered] > 0.5, truth[covered])
-    probability, mask = fuse([p.probability for p in passes])
-    np.testing.assert_array_equal(mask.astype(bool), truth)
+    for mode in ("weighted", "mean", "vote"):
+        _, mask = fuse([p.probability for p in passes], mode, 0.5, [p.axis for p in passes], volume.spacing)
+        np.testing.assert_array_equal(mask.astype(bool), truth)
 
 
 @pytest.mark.parametrize("seed_axis", [0, 1, 2])
@@ -154,7 +155,7 @@ def test_a_seed_clicked_in_ras_recovers_the_phantom_on_every_geometry(geometry):
     assert prompt.slice_index == truth_centre[1]
     passes = propagate_volume(ScriptedStandInEngine(), image, volume.spacing, prompt.axis,
                               {prompt.slice_index: prompt.to_slice_prompt()}, axes=3)
-    _, mask = fuse([p.probability for p in passes])
+    _, mask = fuse([p.probability for p in passes], "weighted", 0.5, [p.axis for p in passes], volume.spacing)
     np.testing.assert_array_equal(mask.astype(bool), truth)
 
 
@@ -179,6 +180,10 @@ def test_early_stop_and_crop_visit_far_fewer_slices():
     everything = propagate_volume(ScriptedStandInEngine(), image, volume.spacing, 2,
                                   {prompt.slice_index: prompt.to_slice_prompt()}, axes=1, absent_slices=0)
     assert everything[0].slices_visited == 100
+    # a carried-mask engine's own default stops at the first empty slice past the object
+    default = propagate_volume(ScriptedStandInEngine(), image, volume.spacing, 2,
+                               {prompt.slice_index: prompt.to_slice_prompt()}, axes=1)
+    assert default[0].slices_visited == 20 + 2 * ScriptedStandInEngine.absent_slices == 22
 
 
 def test_anisotropic_frames_reach_the_model_with_square_pixels():
@@ -273,6 +278,44 @@ def test_fusion_on_hand_made_disagreements():
     assert outvoted[0] == 0 and averaged[0] == 1  # where mean and vote differ
     with pytest.raises(ValueError, match="fusion must be one of"):
         fuse([k], "max")
+    with pytest.raises(ValueError, match="needs the axis of each probability"):
+        fuse([k, i, j], "weighted")
+
+
+def test_weighted_fusion_trusts_fine_pixels_and_drops_slices_the_other_axes_refute():
+    """KJI (3, 2, 2), spacing 1 x 1 x 4 mm: K frames have 1 mm² pixels, I and J frames 4 mm²
+    (weights 1, 1/4, 1/4). K slice 0: K sure everywhere, I and J doubt one voxel -> the fine axis
+    wins there (the plain mean and the vote do not). K slice 1: K sees the object, I and J see
+    nothing on the whole slice -> K's slice is refuted and drops out. K slice 2: only K looked ->
+    K's value stays."""
+    from MemSegLogic.fusion import UNCONFIRMED_WEIGHT, agreement, slice_weights
+
+    k = np.full((3, 2, 2), 0.9, dtype=np.float32)
+    i = np.full((3, 2, 2), 0.9, dtype=np.float32)
+    i[0, 0, 0] = 0.2
+    i[1] = 0.1
+    i[2] = np.nan
+    j = i.copy()
+    probabilities, axes, spacing = [k, i, j], [2, 0, 1], (1.0, 1.0, 4.0)
+
+    scores = agreement(probabilities, axes)
+    # K slice 0: 4 voxels vs the others' 3 (0.2 + 0.2 < 1) -> 6/7; slice 1: 4 vs 0; slice 2: nobody else looked
+    np.testing.assert_allclose(scores[0], [6 / 7, 0.0, 1.0])
+    # I column 0 over K slices 0-1 where K or J looked too: I has (k0, j1); K+J mean has (k0, j0), (k0, j1)
+    np.testing.assert_allclose(scores[1], [2 / 3, 1.0])
+    weights = slice_weights(probabilities, axes, spacing)
+    np.testing.assert_allclose(weights[0], [1.0, UNCONFIRMED_WEIGHT, 1.0])
+    np.testing.assert_allclose(weights[1], [0.25, 0.25])
+
+    weighted, mask = fuse(probabilities, "weighted", 0.5, axes, spacing)
+    np.testing.assert_allclose(weighted[0, 0, 0], (0.9 + 0.25 * 0.2 * 2) / 1.5, rtol=1e-6)
+    np.testing.assert_array_equal(mask, [[[1, 1], [1, 1]], [[0, 0], [0, 0]], [[1, 1], [1, 1]]])
+    np.testing.assert_allclose(weighted[2], 0.9)  # covered by K alone: its value
+    _, plain = fuse(probabilities, "mean")
+    _, voted = fuse(probabilities, "vote")
+    assert plain[0, 0, 0] == 0 and voted[0, 0, 0] == 0  # where the weights matter
+    # on isotropic voxels the resolution weights are equal
+    np.testing.assert_allclose([w[0] for w in slice_weights(probabilities, axes, (2.0, 2.0, 2.0))], 0.25)
 
 
 def test_no_object_on_the_seed_slice_is_a_clear_error():

@@ -12,7 +12,8 @@ from ..prompt import SlicePrompt
 
 # Logit stored for frames a pass never reached (SAM 2 uses the same value for "no object").
 NOT_VISITED_LOGIT = -1024.0
-# A pass ends after this many consecutive slices without the object, beyond the outermost seed.
+# A pass ends after this many consecutive slices without the object, beyond the outermost seed
+# (each engine has its own default: `Engine.absent_slices`).
 DEFAULT_ABSENT_SLICES = 3
 # Memory policies of memory-based engines: MedSAM-2's self-sorting bank, or stock SAM 2 memory.
 MEMORY_POLICIES = ("self-sorting", "sam2")
@@ -65,10 +66,15 @@ class Engine:
     # Whether frames with non-square pixels (slices along a thick axis) are resampled to square
     # pixels before the model sees them (see `propagation.SquarePixels`).
     square_pixels: bool = True
+    # Default of the early stop (`AbsenceCounter`) when the caller gives none.
+    absent_slices: int = DEFAULT_ABSENT_SLICES
 
     def propagate(self, frames: np.ndarray, seeds: Dict[int, SlicePrompt], monitor: Monitor,
-                  absent_slices: int = DEFAULT_ABSENT_SLICES, memory=None) -> PassResult:
+                  absent_slices: Optional[int] = None, memory=None) -> PassResult:
         raise NotImplementedError
+
+    def absence_counter(self, absent_slices: Optional[int]) -> AbsenceCounter:
+        return AbsenceCounter(self.absent_slices if absent_slices is None else absent_slices)
 
 
 class CarriedMaskEngine(Engine):
@@ -76,7 +82,14 @@ class CarriedMaskEngine(Engine):
 
     Subclasses segment one slice: `segment_seed(frame, seed)` and `segment_next(frame, carried)`,
     each returning (logits at frame resolution, what the next slice is prompted with). The
-    carried prompt is always the last slice where the object was present."""
+    carried prompt is always the last slice where the object was present.
+
+    A pass stops at the first empty slice by default: a box prompt nearly always finds
+    *something*, so slices visited past a gap pick up neighbouring tissue (measured on the
+    pyradiomics lung2 tumour with LiteMedSAM: 3D Dice 0.8167 stopping after 1 empty slice,
+    0.7500 after 3)."""
+
+    absent_slices = 1
 
     def segment_seed(self, frame: np.ndarray, seed: SlicePrompt):
         raise NotImplementedError
@@ -85,7 +98,7 @@ class CarriedMaskEngine(Engine):
         raise NotImplementedError
 
     def propagate(self, frames: np.ndarray, seeds: Dict[int, SlicePrompt], monitor: Monitor,
-                  absent_slices: int = DEFAULT_ABSENT_SLICES, memory=None) -> PassResult:
+                  absent_slices: Optional[int] = None, memory=None) -> PassResult:
         result = PassResult.empty(frames.shape)
         carried = {}
         for index, seed in sorted(seeds.items()):
@@ -94,7 +107,7 @@ class CarriedMaskEngine(Engine):
             result.visited[index] = True
         for step, start, end, stop_from in directions(seeds, len(frames)):
             carry: Optional[object] = carried[start]
-            counter = AbsenceCounter(absent_slices)
+            counter = self.absence_counter(absent_slices)
             for index in range(start + step, end + step, step):
                 if index in seeds:  # a later seed takes over from the carried prompt
                     carry = carried[index]

@@ -18,7 +18,7 @@ from ..checkpoints import Checkpoint
 from ..errors import CheckpointError
 from ..progress import Monitor
 from ..prompt import SlicePrompt
-from .base import DEFAULT_ABSENT_SLICES, AbsenceCounter, Engine, PassResult, directions
+from .base import Engine, PassResult, directions
 from .memory_bank import BankEntry
 
 try:  # sam2's video stack imports no torchvision, so this works with a CPU-only torch
@@ -268,7 +268,7 @@ class MedSAM2Engine(Engine):
 
     @torch.inference_mode()
     def propagate(self, frames: np.ndarray, seeds: Dict[int, SlicePrompt], monitor: Monitor,
-                  absent_slices: int = DEFAULT_ABSENT_SLICES, memory=None) -> PassResult:
+                  absent_slices: Optional[int] = None, memory=None) -> PassResult:
         predictor = self.predictor
         result = PassResult.empty(frames.shape)
         state = predictor.init_state_from_frames(SliceFrames(frames, self.image_size))
@@ -282,7 +282,7 @@ class MedSAM2Engine(Engine):
                 # each direction reads the seeds' memories and its own past, as SAM 2 tracks a video.
                 for step, start, _, stop_from in directions(seeds, len(frames)):
                     predictor.memory_bank = memory.bank_for_direction() if memory is not None else None
-                    counter = AbsenceCounter(absent_slices)
+                    counter = self.absence_counter(absent_slices)
                     for frame_index, _, mask_logits in predictor.propagate_in_video(
                             state, start_frame_idx=start, reverse=step < 0):
                         logits = mask_logits[0, 0].float().cpu().numpy()

@@ -99,18 +99,21 @@ class SelfSortingMemoryBank:
     def pin(self, entry: BankEntry) -> None:
         """Add a prompted frame's memory; it is never evicted (it replaces an entry of the same key)."""
         entry.pinned = True
-        self.entries = [e for e in self.entries if e.key != entry.key] + [entry]
-        self._sort()
+        self._put(entry)
 
     def offer(self, entry: BankEntry) -> bool:
         """Admit ``entry`` if confident enough, then keep the K most dissimilar entries. Returns
         whether it is in the bank afterwards."""
         if entry.iou < self.iou_threshold:
             return False
-        # A frame visited again (the backward pass re-runs frames between seeds) replaces itself.
-        self.entries = [e for e in self.entries if e.key != entry.key or e.pinned] + [entry]
-        self._sort()
+        self._put(entry)
         return any(e is entry for e in self.entries)
+
+    def _put(self, entry: BankEntry) -> None:
+        """Add ``entry``, replacing the entry of the same frame (the backward pass re-runs frames
+        between seeds) unless only a pin may replace it, then keep the K most dissimilar."""
+        self.entries = [e for e in self.entries if e.key != entry.key or (e.pinned and not entry.pinned)] + [entry]
+        self._sort()
 
     def _sort(self) -> None:
         if len(self.entries) <= self.capacity:

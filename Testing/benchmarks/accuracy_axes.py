@@ -1,18 +1,22 @@
 """3D Dice of one-axis vs six-orientation propagation on real CT/MR, from the same single seed.
 
     python Testing/benchmarks/accuracy_axes.py [--model medsam-lite] [--device cpu] [--cases ...]
+    python Testing/benchmarks/accuracy_axes.py --rescore .cache/accuracy-axes
 
 Cases: both lungs of slicerio's CTChest4 and the pyradiomics lesions (lung1, lung2, brain1,
 brain2, breast1). The seed is the reference's bounding box on its middle axial (K) slice — what a
 user would drag. Each case is segmented once with ``axes=1`` and once with ``axes=3``; the
-``axes=3`` run is scored fused by mean probability and, re-fused from its per-axis
-probabilities, by majority vote. Prints a Markdown table (pasted into README "Accuracy") and
-the seconds and slices each run took. Not a test: it measures.
+``axes=3`` run is scored with every fusion mode, re-fused from its per-axis probabilities (the
+passes do not depend on the fusion). Each case's probabilities, seconds and slice counts are
+saved (``--save``, default ``.cache/accuracy-axes``), so ``--rescore`` rebuilds the table from
+them after a change to the fusion without running the model again. Prints a Markdown table
+(pasted into README "Accuracy"). Not a test: it measures.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 import time
@@ -25,11 +29,13 @@ sys.path.insert(0, str(REPO))  # run from a checkout, installed or not
 from MemSegLogic import segment_volume
 from MemSegLogic.data import PYRADIOMICS_CASES, dice, fetch_pyradiomics_data, load_chest_ct, load_pyradiomics_case
 from MemSegLogic.demo import seed_box
-from MemSegLogic.fusion import fuse
+from MemSegLogic.fusion import FUSION_MODES, fuse
+from MemSegLogic.geometry import AXIS_NAMES
 
 CHEST_CASES = ("CTChest4 right lung", "CTChest4 left lung")
 PRESETS = {"lung1": "ct-chest", "lung2": "ct-chest", "brain1": "mr", "brain2": "mr", "breast1": "mr"}
 CACHE = REPO / ".cache" / "test-data"
+SAVED = REPO / ".cache" / "accuracy-axes"
 
 
 def load_case(name: str):
@@ -41,33 +47,51 @@ def load_case(name: str):
     return volume, reference, PRESETS[name]
 
 
-def measure(name: str, model: str, device: str, **options) -> dict:
+def run_case(name: str, model: str, device: str, save: pathlib.Path, **options) -> pathlib.Path:
+    """Segment one case with axes=1 and axes=3 and save what scoring needs."""
     volume, reference, preset = load_case(name)
     prompt, _ = seed_box(reference)
-    row = {"case": name, "voxels": int(reference.sum())}
     one = segment_volume(volume, prompt, model=model, device=device, preset=preset, axes=1, **options)
-    row["axes=1"] = dice(one.mask, reference)
-    row["axes=1 s"], row["axes=1 slices"] = one.seconds, one.slices_visited
     six = segment_volume(volume, prompt, model=model, device=device, preset=preset, axes=3, **options)
-    row["axes=3 mean"] = dice(six.mask, reference)
-    _, voted = fuse(list(six.axis_probability.values()), "vote")
-    row["axes=3 vote"] = dice(voted, reference)
-    row["axes=3 s"], row["axes=3 slices"] = six.seconds, six.slices_visited
-    for axis, probability in six.axis_probability.items():  # each axis alone, where it looked
-        row[f"{axis} alone"] = dice(np.nan_to_num(probability) > 0.5, reference)
+    timings = {"axes=1 s": one.seconds, "axes=1 slices": one.slices_visited,
+               "axes=3 s": six.seconds, "axes=3 slices": six.slices_visited, "model": model, "device": device}
+    save.mkdir(parents=True, exist_ok=True)
+    path = save / f"{name.replace(' ', '_')}.npz"
+    np.savez_compressed(path, case=name, reference=reference, spacing=volume.spacing, axes1=one.probability,
+                        timings=json.dumps(timings), **{f"axis_{a}": p for a, p in six.axis_probability.items()})
+    return path
+
+
+def score(path: pathlib.Path) -> dict:
+    """One table row from a saved case: Dice of axes=1, of axes=3 fused every way, of each axis."""
+    saved = np.load(path)
+    reference, spacing = saved["reference"], saved["spacing"]
+    names = [key[len("axis_"):] for key in saved.files if key.startswith("axis_")]
+    probabilities = [saved[f"axis_{name}"] for name in names]
+    axes = [AXIS_NAMES.index(name) for name in names]
+    row = {"case": str(saved["case"]), **json.loads(str(saved["timings"])),
+           "axes=1": dice(saved["axes1"] > 0.5, reference)}
+    for mode in FUSION_MODES:
+        row[f"axes=3 {mode}"] = dice(fuse(probabilities, mode, 0.5, axes, spacing)[1], reference)
+    for name, probability in zip(names, probabilities):  # each axis alone, where it looked
+        row[f"{name} alone"] = dice(np.nan_to_num(probability) > 0.5, reference)
     return row
 
 
-def table(rows, model: str, device: str) -> str:
+def table(rows) -> str:
+    model, device = rows[0]["model"], rows[0]["device"]
     lines = [f"3D Dice, `{model}` on {device}, one box on the middle axial slice of the reference:", "",
-             "| case | axes=1 | axes=3 mean | axes=3 vote | slices 1 / 3 | seconds 1 / 3 |",
-             "|---|---|---|---|---|---|"]
+             "| case | axes=1 | " + " | ".join(f"axes=3 {m}" for m in FUSION_MODES) + " | K / I / J alone | "
+             "slices 1 / 3 | seconds 1 / 3 |",
+             "|---|---|" + "---|" * len(FUSION_MODES) + "---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['axes=1']:.4f} | {r['axes=3 mean']:.4f} | {r['axes=3 vote']:.4f} | "
-                     f"{r['axes=1 slices']} / {r['axes=3 slices']} | {r['axes=1 s']:.0f} / {r['axes=3 s']:.0f} |")
+        alone = " / ".join(f"{r.get(f'{a} alone', float('nan')):.3f}" for a in "KIJ")
+        lines.append(f"| {r['case']} | {r['axes=1']:.4f} | " + " | ".join(f"{r[f'axes=3 {m}']:.4f}" for m in FUSION_MODES)
+                     + f" | {alone} | {r['axes=1 slices']} / {r['axes=3 slices']} | "
+                     f"{r['axes=1 s']:.0f} / {r['axes=3 s']:.0f} |")
     mean = lambda key: float(np.mean([r[key] for r in rows]))
-    lines.append(f"| **mean** | **{mean('axes=1'):.4f}** | **{mean('axes=3 mean'):.4f}** | "
-                 f"**{mean('axes=3 vote'):.4f}** | | |")
+    lines.append(f"| **mean** | **{mean('axes=1'):.4f}** | "
+                 + " | ".join(f"**{mean(f'axes=3 {m}'):.4f}**" for m in FUSION_MODES) + " | | | |")
     return "\n".join(lines)
 
 
@@ -80,19 +104,25 @@ def main(argv=None) -> int:
     parser.add_argument("--crop-frames", action="store_true", help="later axes also crop each frame to the object")
     parser.add_argument("--square-pixels", choices=("engine", "yes", "no"), default="engine",
                         help="resample thick-axis frames to square pixels (default: the engine's choice)")
+    parser.add_argument("--save", type=pathlib.Path, default=SAVED, help="folder for each case's results (.npz)")
+    parser.add_argument("--rescore", type=pathlib.Path, metavar="FOLDER",
+                        help="score the cases saved in FOLDER instead of running the model")
     args = parser.parse_args(argv)
-    rows = []
-    for name in args.cases:
-        started = time.perf_counter()
+    if args.rescore:
+        paths = sorted(args.rescore.glob("*.npz"), key=lambda p: args.cases.index(str(np.load(p)["case"]))
+                       if str(np.load(p)["case"]) in args.cases else len(args.cases))
+    else:
+        paths = []
         square = {"engine": None, "yes": True, "no": False}[args.square_pixels]
-        row = measure(name, args.model, args.device, crop=not args.no_crop, square_pixels=square,
-                      crop_frames=args.crop_frames)
-        rows.append(row)
-        details = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.endswith("alone"))
-        print(f"{name}: axes=1 {row['axes=1']:.4f}, axes=3 mean {row['axes=3 mean']:.4f}, "
-              f"vote {row['axes=3 vote']:.4f} ({details}; {time.perf_counter() - started:.0f} s)",
-              file=sys.stderr, flush=True)
-    print(table(rows, args.model, args.device))
+        for name in args.cases:
+            started = time.perf_counter()
+            paths.append(run_case(name, args.model, args.device, args.save, crop=not args.no_crop,
+                                  square_pixels=square, crop_frames=args.crop_frames))
+            row = score(paths[-1])
+            print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("axes=") and
+                                          isinstance(v, float) and not k.endswith(" s"))
+                  + f" ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+    print(table([score(path) for path in paths]))
     return 0
 
 
