@@ -121,6 +121,16 @@ def promptFromMarkups(volumeNode, pointsNode=None, roiNode=None, negativeNode=No
     return Prompt.from_points(positive, negative, axis=axis if axis is not None else "K", box=box)
 
 
+def promptFromSliceView(volumeNode, sliceNode, positiveXY=(), negativeXY=(), boxXY=None) -> Prompt:
+    """A `Prompt` from positions in a slice view (the XY of its interactor events): positive and
+    negative clicks and/or a dragged box (two corners). Each lands on the voxel under the cursor;
+    the slice axis is the volume axis the view shows (an oblique reformat is refused)."""
+    from .slice_view import prompt_from_view
+
+    return prompt_from_view(_ijk_to_world(volumeNode), _matrix_to_numpy(sliceNode.GetXYToRAS()),
+                            _matrix_to_numpy(sliceNode.GetSliceToRAS()), positiveXY, negativeXY, boxXY)
+
+
 def segmentEditorNode(scene=None):
     """The Segment Editor's own parameter node (a singleton), created if the editor never opened."""
     scene = scene or slicer.mrmlScene

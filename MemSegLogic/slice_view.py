@@ -1,0 +1,61 @@
+"""Clicks in a Slicer slice view -> a `Prompt` on the volume's own slices.
+
+A slice view maps its pixel position (x, y) to RAS with the slice node's XYToRAS matrix; its
+normal is the third column of SliceToRAS. MemSeg propagates along the volume's I, J or K axis, so
+a view must show slices of one of those axes: axial/coronal/sagittal views of an axis-aligned
+volume do, and any view of an oblique volume does after "rotate to volume plane". A reformat at
+an angle to the voxel grid gets a clear error instead of a silently snapped seed.
+Qt-free: the matrices come from `vtkMRMLSliceNode` (see `mrml.promptFromSliceView`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import InvalidPromptError
+from .geometry import AXIS_NAMES, transform_points
+from .prompt import Prompt
+
+# A view counts as showing slices of an axis if its normal is within this angle of that axis.
+ALIGNMENT_TOLERANCE_DEGREES = 0.5
+
+
+def view_axis(slice_to_ras: np.ndarray, ijk_to_ras: np.ndarray,
+              tolerance_degrees: float = ALIGNMENT_TOLERANCE_DEGREES) -> int:
+    """The IJK axis whose slices the view shows (its normal is parallel to that axis)."""
+    normal_ras = np.asarray(slice_to_ras, dtype=np.float64)[:3, 2]
+    axes_ras = np.asarray(ijk_to_ras, dtype=np.float64)[:3, :3]
+    directions = axes_ras / np.linalg.norm(axes_ras, axis=0)  # unit I, J, K directions in RAS
+    cosines = np.abs(directions.T @ (normal_ras / np.linalg.norm(normal_ras)))
+    axis = int(np.argmax(cosines))
+    angle = float(np.degrees(np.arccos(np.clip(cosines[axis], -1.0, 1.0))))
+    if angle > tolerance_degrees:
+        raise InvalidPromptError(
+            f"this slice view is tilted {angle:.1f} degrees from the volume's {AXIS_NAMES[axis]} slices: "
+            "MemSeg propagates along the volume's own axes. Use a view aligned with the volume "
+            "(slice view menu: 'Rotate to volume plane') and place the prompt again")
+    return axis
+
+
+def xy_to_ijk(xy: Sequence, xy_to_ras: np.ndarray, ijk_to_ras: np.ndarray) -> np.ndarray:
+    """Continuous IJK of view pixels (N, 2) on the displayed slice plane."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    xyz = np.concatenate([xy, np.zeros((len(xy), 1))], axis=1)
+    ras = transform_points(np.asarray(xy_to_ras, dtype=np.float64), xyz)
+    return transform_points(np.linalg.inv(np.asarray(ijk_to_ras, dtype=np.float64)), ras)
+
+
+def prompt_from_view(ijk_to_ras: np.ndarray, xy_to_ras: np.ndarray, slice_to_ras: np.ndarray,
+                     positive_xy: Sequence = (), negative_xy: Sequence = (),
+                     box_xy: Optional[Sequence] = None) -> Prompt:
+    """A `Prompt` from view pixels: positive / negative clicks and/or a dragged box (two corners).
+
+    ``ijk_to_ras`` and the view matrices must share a coordinate system (world RAS in Slicer).
+    Each click lands on the voxel under the cursor (IJK rounded, as Slicer's own effects do)."""
+    axis = view_axis(slice_to_ras, ijk_to_ras)
+    to_ijk = lambda xy: xy_to_ijk(xy, xy_to_ras, ijk_to_ras) if len(xy) else np.zeros((0, 3))  # noqa: E731
+    positive, negative = to_ijk(positive_xy), to_ijk(negative_xy)
+    box = None if box_xy is None else to_ijk(box_xy)
+    return Prompt.from_points(positive, negative, axis=axis, box=box)
