@@ -158,6 +158,48 @@ def editorLogicFor(segmentationNode, sourceVolumeNode=None, editorNode=None):
     return logic
 
 
+def orientedLabelmap(mask: np.ndarray, ijkToRAS: np.ndarray):
+    """A KJI mask as the `vtkOrientedImageData` segment editor effects modify segments with
+    (``scriptedEffect.modifySelectedSegmentByLabelmap``); ``ijkToRAS`` in the segmentation's frame."""
+    labelmap = slicer.vtkOrientedImageData()
+    image = numpy_support.numpy_to_vtk(np.ascontiguousarray(mask, dtype=np.uint8).ravel(), deep=True,
+                                       array_type=vtk.VTK_UNSIGNED_CHAR)
+    labelmap.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
+    labelmap.GetPointData().SetScalars(image)
+    labelmap.SetImageToWorldMatrix(_numpy_to_matrix(ijkToRAS))
+    return labelmap
+
+
+def showPreview(mask: np.ndarray, ijkToRAS: np.ndarray, segmentationNode, segmentId: str, previewNode=None):
+    """Show a result before it is applied: a separate segmentation node (under the same transform)
+    holding one segment in the target segment's colour. The target segment is not touched, so
+    Cancel only removes the preview and nothing enters the undo history. Returns the preview node
+    (pass it back to update it)."""
+    scene = segmentationNode.GetScene()
+    if previewNode is None or previewNode.GetScene() is None:
+        previewNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{segmentationNode.GetName()} MemSeg preview")
+        previewNode.SetHideFromEditors(True)  # not offered in segmentation selectors
+        previewNode.CreateDefaultDisplayNodes()
+        previewNode.SetAndObserveTransformNodeID(segmentationNode.GetTransformNodeID())
+    segmentation = previewNode.GetSegmentation()
+    segmentation.RemoveAllSegments()
+    target = segmentationNode.GetSegmentation().GetSegment(segmentId)
+    color = target.GetColor() if target is not None else (1.0, 1.0, 0.0)
+    previewId = segmentation.AddEmptySegment("preview", "MemSeg preview", color)
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        orientedLabelmap(mask, ijkToRAS), previewNode, previewId,
+        slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+    display = previewNode.GetDisplayNode()
+    if display is not None:
+        display.SetOpacity(0.6)
+    return previewNode
+
+
+def removePreview(previewNode) -> None:
+    if previewNode is not None and previewNode.GetScene() is not None:
+        previewNode.GetScene().RemoveNode(previewNode)
+
+
 def writeMaskToSegment(mask: np.ndarray, ijkToRAS: np.ndarray, segmentationNode, segmentId: str,
                        sourceVolumeNode=None, editorNode=None, mode: str = "set") -> None:
     """Write a KJI mask into a segment as one undoable edit, honouring the editor's masking and
@@ -173,12 +215,7 @@ def writeMaskToSegment(mask: np.ndarray, ijkToRAS: np.ndarray, segmentationNode,
     if sourceVolumeNode is not None and not segmentationNode.GetSegmentation().GetConversionParameter(geometry_parameter):
         # An empty segmentation takes the source volume's grid, as the Segment Editor does.
         segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(sourceVolumeNode)
-    labelmap = slicer.vtkOrientedImageData()
-    image = numpy_support.numpy_to_vtk(np.ascontiguousarray(mask, dtype=np.uint8).ravel(), deep=True,
-                                               array_type=vtk.VTK_UNSIGNED_CHAR)
-    labelmap.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
-    labelmap.GetPointData().SetScalars(image)
-    labelmap.SetImageToWorldMatrix(_numpy_to_matrix(ijkToRAS))
+    labelmap = orientedLabelmap(mask, ijkToRAS)
     logic = editorLogicFor(segmentationNode, sourceVolumeNode, editorNode)
     logic.SaveStateForUndo()
     logic.ModifySegmentByLabelmap(segmentationNode, segmentId, labelmap, modes[mode], True, False)

@@ -59,3 +59,53 @@ def prompt_from_view(ijk_to_ras: np.ndarray, xy_to_ras: np.ndarray, slice_to_ras
     positive, negative = to_ijk(positive_xy), to_ijk(negative_xy)
     box = None if box_xy is None else to_ijk(box_xy)
     return Prompt.from_points(positive, negative, axis=axis, box=box)
+
+
+class ClickedPrompt:
+    """The prompt a user builds click by click in slice views: positive and negative points and
+    a box, all on slices of one volume axis. Clicks on another slice of that axis make another
+    seed (a second conditioning slice: how users correct a propagation); a new box replaces the
+    box of its slice."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        self.axis: Optional[int] = None
+        self._points: list = []  # (ijk, label) in click order
+        self._boxes: dict = {}  # slice index -> (2, 3) IJK corners
+
+    @property
+    def empty(self) -> bool:
+        return not self._points and not self._boxes
+
+    def add(self, prompt: Prompt) -> None:
+        """Add the points and box of a one-click prompt (from `prompt_from_view`)."""
+        if self.axis is not None and prompt.axis != self.axis and not self.empty:
+            raise InvalidPromptError(
+                f"this view shows {AXIS_NAMES[prompt.axis]} slices but the prompt so far is on "
+                f"{AXIS_NAMES[self.axis]} slices: click in a view of the same orientation, or clear the prompt")
+        self.axis = prompt.axis
+        self._points += [(np.asarray(point, dtype=np.float64), int(label))
+                         for point, label in zip(prompt.points, prompt.labels)]
+        if prompt.box is not None:
+            self._boxes[prompt.slice_index] = np.asarray(prompt.box, dtype=np.float64)
+
+    def remove_last_point(self) -> bool:
+        if not self._points:
+            return False
+        self._points.pop()
+        return True
+
+    def prompts(self) -> list:
+        """One `Prompt` per clicked slice, in slice order (what `segment_volume` takes)."""
+        if self.empty:
+            raise InvalidPromptError("empty prompt: click on the object (Shift+click marks background) or drag a box")
+        slices = {int(np.rint(point[self.axis])) for point, _ in self._points} | set(self._boxes)
+        result = []
+        for index in sorted(slices):
+            on_slice = [(p, label) for p, label in self._points if int(np.rint(p[self.axis])) == index]
+            result.append(Prompt.from_points([p for p, label in on_slice if label == 1],
+                                             [p for p, label in on_slice if label == 0],
+                                             axis=self.axis, box=self._boxes.get(index)))
+        return result
