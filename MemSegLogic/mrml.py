@@ -27,7 +27,7 @@ from vtk.util import numpy_support
 
 from .api import SegmentationResult, segment_volume
 from .errors import InvalidPromptError, InvalidVolumeError
-from .geometry import axis_index, transform_points
+from .geometry import AXIS_NAMES, axis_index, transform_points
 from .prompt import Prompt
 from .volume import Volume
 
@@ -129,6 +129,26 @@ def promptFromSliceView(volumeNode, sliceNode, positiveXY=(), negativeXY=(), box
 
     return prompt_from_view(_ijk_to_world(volumeNode), _matrix_to_numpy(sliceNode.GetXYToRAS()),
                             _matrix_to_numpy(sliceNode.GetSliceToRAS()), positiveXY, negativeXY, boxXY)
+
+
+def promptFromSegmentSlice(volumeNode, segmentationNode, segmentId, sliceNode) -> Prompt:
+    """A mask prompt: the segment's cross-section on the volume slice a view shows (the Segment
+    Editor's "seed from the current slice": paint or correct one slice, propagate it)."""
+    from .geometry import slice_stack
+    from .slice_view import view_axis
+
+    ijk_to_world = _ijk_to_world(volumeNode)
+    axis = view_axis(_matrix_to_numpy(sliceNode.GetSliceToRAS()), ijk_to_world)
+    plane_ijk = transform_points(np.linalg.inv(ijk_to_world), _matrix_to_numpy(sliceNode.GetSliceToRAS())[:3, 3])
+    index = int(np.rint(plane_ijk[axis]))
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
+    if not 0 <= index < slice_stack(mask, axis).shape[0]:
+        raise InvalidPromptError(f"the view shows {AXIS_NAMES[axis]}={index}, outside the volume")
+    cross_section = slice_stack(mask, axis)[index] > 0
+    if not cross_section.any():
+        raise InvalidPromptError(f"segment {segmentId!r} has no voxels on slice {AXIS_NAMES[axis]}={index}: "
+                                 "paint it on the slice shown, or click instead")
+    return Prompt.from_mask(cross_section, axis, index)
 
 
 def segmentEditorNode(scene=None):

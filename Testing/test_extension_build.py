@@ -171,6 +171,9 @@ def test_build_tree_has_module_resources(repo_build):
 def test_self_test_and_metadata_registered(repo_build):
     summary = (repo_build / "SlicerStubSummary.txt").read_text(encoding="utf-8")
     assert re.search(r"^scripted_modules .*\bMemSeg\b", summary, re.M)
+    assert re.search(r"^scripted_modules .*\bSegmentEditorMemSeg\b", summary, re.M)
+    effects = repo_build / QT_SCRIPTED_MODULES / "SegmentEditorMemSegLib"
+    assert (effects / "SegmentEditorMedSAM2Effect.py").is_file() and (effects / "SegmentEditorMedSAM2Effect.png").is_file()
     assert re.search(r"^python_unittests .*\bpy_MemSeg\b", summary, re.M)
     description = (repo_build / "MemSeg.s4ext").read_text(encoding="utf-8")
     assert "depends PyTorch" in description
@@ -186,7 +189,9 @@ def test_self_test_and_metadata_registered(repo_build):
 @needs_compilers
 @pytest.mark.parametrize(
     "missing",
-    ["MemSegExtension/MemSeg.py", "Resources/Icons/MemSeg.png", "Resources/requirements.txt"],
+    ["MemSegExtension/MemSeg.py", "Resources/Icons/MemSeg.png", "Resources/requirements.txt",
+     "MemSegExtension/SegmentEditorMemSegLib/SegmentEditorMedSAM2Effect.py",
+     "MemSegExtension/SegmentEditorMemSegLib/SegmentEditorMedSAM2Effect.png"],
 )
 def test_configure_fails_when_listed_file_is_missing(tmp_path, missing):
     source = _copy_sources(tmp_path / "src")
@@ -211,7 +216,8 @@ def _logic_script_or_skip():
 
 @needs_cmake
 @needs_compilers
-@pytest.mark.parametrize("target", ["MemSegExtension/MemSeg.py", "logic"])
+@pytest.mark.parametrize("target", ["MemSegExtension/MemSeg.py", "logic",
+                                    "MemSegExtension/SegmentEditorMemSegLib/SegmentEditorMedSAM2Effect.py"])
 def test_build_fails_on_syntax_error(tmp_path, target):
     if target == "logic":
         target = _logic_script_or_skip()
@@ -259,12 +265,13 @@ def _module_level_imports(tree):
     return names
 
 
-def test_module_does_not_import_logic_or_torch_at_load():
-    tree = ast.parse((REPO / "MemSegExtension" / "MemSeg.py").read_text(encoding="utf-8"))
+@pytest.mark.parametrize("script", EXTENSION_SCRIPTS, ids=[p.relative_to(REPO).as_posix() for p in EXTENSION_SCRIPTS])
+def test_module_does_not_import_logic_or_torch_at_load(script):
+    tree = ast.parse(script.read_text(encoding="utf-8"))
     for name in _module_level_imports(tree):
         top = name.split(".")[0]
         assert top not in {"MemSegLogic", "torch", "sam2", "segment_anything", "numpy"}, (
-            f"MemSeg.py imports {name} at module load; Slicer imports modules at startup"
+            f"{script.name} imports {name} at module load; Slicer imports modules at startup"
         )
 
 
@@ -275,6 +282,27 @@ def test_module_defines_slicer_classes():
         assert name in classes, f"MemSeg.py has no class {name}"
     test_methods = {n.name for n in classes["MemSegTest"].body if isinstance(n, ast.FunctionDef)}
     assert {"runTest", "test_SegmentSampleCT"} <= test_methods
+
+
+def test_effect_follows_the_scripted_effect_pattern_and_applies_once_undoably():
+    """Static checks of what only a Slicer build can run: the effect class has the hooks the
+    editor calls, and Apply saves one undo state before writing through the editor (masking,
+    overwrite), instead of writing the segment directly."""
+    path = REPO / "MemSegExtension" / "SegmentEditorMemSegLib" / "SegmentEditorMedSAM2Effect.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    (effect,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SegmentEditorMedSAM2Effect"]
+    assert [b.id for b in effect.bases] == ["AbstractScriptedSegmentEditorEffect"]
+    methods = {n.name: n for n in effect.body if isinstance(n, ast.FunctionDef)}
+    for hook in ("clone", "icon", "helpText", "setupOptionsFrame", "createCursor", "setMRMLDefaults",
+                 "updateGUIFromMRML", "updateMRMLFromGUI", "processInteractionEvents", "activate",
+                 "deactivate", "cleanup"):
+        assert hook in methods, f"the effect lacks {hook}()"
+    calls = [n.func.attr for n in ast.walk(methods["onApply"]) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Attribute)]
+    assert calls.count("saveStateForUndo") == 1 and calls.count("modifySelectedSegmentByLabelmap") == 1
+    assert calls.index("saveStateForUndo") < calls.index("modifySelectedSegmentByLabelmap")
+    registering = (REPO / "MemSegExtension" / "SegmentEditorMemSeg.py").read_text(encoding="utf-8")
+    assert '"startupCompleted()"' in registering and "SegmentEditorMedSAM2Effect.py" in registering
 
 
 # --------------------------------------------------------------------------

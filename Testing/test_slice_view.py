@@ -101,3 +101,30 @@ def test_an_oblique_reformat_is_refused_with_a_way_out(slicer_scene):
     view.UpdateMatrices()
     with pytest.raises(InvalidPromptError, match="tilted 10.0 degrees.*Rotate to volume plane"):
         promptFromSliceView(node, view, positiveXY=[[200, 150]])
+
+
+def test_seed_from_the_segment_slice_a_view_shows(slicer_scene):
+    from MemSegLogic.errors import InvalidPromptError
+    from MemSegLogic.geometry import slice_stack
+    from MemSegLogic.mrml import promptFromSegmentSlice
+
+    ijk_to_ras = GEOMETRIES["permuted"]
+    node = slicer.util.addVolumeFromArray(np.zeros(SHAPE_KJI, np.int16), ijkToRAS=ijk_to_ras, name="v")
+    segmentation = slicer_scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node)
+    organ = segmentation.GetSegmentation().AddEmptySegment("organ", "organ")
+    painted = np.zeros(SHAPE_KJI, np.uint8)
+    painted[3:9, 5:14, 10] = 1  # on I slice 10 only
+    slicer.util.updateSegmentBinaryLabelmapFromArray(painted, segmentation, organ, node)
+    for orientation in ("Axial", "Coronal", "Sagittal"):
+        view = _slice_view(slicer_scene, orientation, node)
+        view.JumpSliceByOffsetting(*(ijk_to_ras @ [10, 7, 5, 1])[:3])
+        axis = int(np.argmax(np.abs(np.linalg.inv(ijk_to_ras[:3, :3]) @ _matrix(view.GetSliceToRAS())[:3, 2])))
+        if axis == 0:
+            prompt = promptFromSegmentSlice(node, segmentation, organ, view)
+            assert (prompt.axis, prompt.slice_index) == (0, 10)
+            np.testing.assert_array_equal(prompt.mask, slice_stack(painted, 0)[10].astype(bool))
+        else:  # a view across the painted slice shows a line of it; another slice shows nothing
+            view.JumpSliceByOffsetting(*(ijk_to_ras @ [10, 0, 0, 1])[:3] if axis == 1 else (ijk_to_ras @ [10, 7, 0, 1])[:3])
+            with pytest.raises(InvalidPromptError, match="has no voxels on slice"):
+                promptFromSegmentSlice(node, segmentation, organ, view)
