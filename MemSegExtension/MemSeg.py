@@ -38,6 +38,7 @@ except ImportError:  # Slicer without the i18n helpers
 
 DEFAULT_MODEL = "medsam-lite"
 NEW_SEGMENT_NAME = "MemSeg"
+DEVICE_SETTING = "MemSeg/Device"  # read by the Segment Editor effect too
 
 
 def _ensureLogicImportable():
@@ -63,6 +64,62 @@ def _importMrml():
     from MemSegLogic import mrml
 
     return mrml
+
+
+def ensureDependencies(askConfirmation=True):
+    """Install what MemSeg still needs in Slicer's Python, after one confirmation listing it
+    (the decisions are MemSegLogic.dependencies', unit-tested). Returns True when all is there.
+    Never called at module load."""
+    _ensureLogicImportable()
+    from MemSegLogic import dependencies
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    requirements = next(p for p in (os.path.join(here, "Resources", "requirements.txt"),
+                                    os.path.join(os.path.dirname(here), "Resources", "requirements.txt"))
+                        if os.path.isfile(p))
+    version = (slicer.app.majorVersion, slicer.app.minorVersion)
+    plan = dependencies.current_plan(requirements, version)
+    if plan.nothing_to_do:
+        if askConfirmation:
+            slicer.util.infoDisplay(plan.summary())
+        return True
+    if slicer.app.testingEnabled() or (askConfirmation and not slicer.util.confirmOkCancelDisplay(
+            plan.summary(), windowTitle=_("MemSeg: install Python packages"))):
+        return False
+    with slicer.util.WaitCursor():
+        if plan.torch_problem:
+            try:
+                import PyTorchUtils
+            except ImportError:
+                slicer.util.errorDisplay(_("Install the PyTorch extension from the Extensions Manager, restart "
+                                           "Slicer, then try again."))
+                return False
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                    askConfirmation=False, torchVersionRequirement=">=" + dependencies.MIN_TORCH) is None:
+                return False
+        for step in plan.steps:
+            saved = {key: os.environ.get(key) for key in step.environment}
+            os.environ.update(step.environment)
+            try:
+                if plan.api == "packaging" and not step.no_deps:
+                    packaging = getattr(slicer, "packaging", None) or getattr(slicer, "pydeps")
+                    from packaging.requirements import Requirement
+
+                    packaging.pip_ensure([Requirement(r) for r in step.requirements], requester="MemSeg")
+                else:
+                    slicer.util.pip_install(" ".join(step.pip_arguments()))
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+    remaining = dependencies.current_plan(requirements, version)
+    if not remaining.nothing_to_do:
+        slicer.util.errorDisplay(_("Some packages are still missing; restart Slicer and try again.\n\n")
+                                 + remaining.summary())
+        return False
+    return True
 
 
 def _checkpointName(checkpoint):
@@ -168,6 +225,21 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.presetCombo = qt.QComboBox()
         self.presetCombo.toolTip = _("How image intensities are windowed before they reach the model.")
         settingsForm.addRow(_("Intensity preset:"), self.presetCombo)
+
+        self.deviceCombo = qt.QComboBox()
+        for device in ("auto", "cuda", "mps", "cpu"):
+            self.deviceCombo.addItem(device)
+        self.deviceCombo.toolTip = _("Where models run (also for the MedSAM-2 Segment Editor effect). "
+                                     "auto: CUDA, then Apple MPS, then CPU.")
+        self.deviceCombo.currentText = slicer.util.settingsValue(DEVICE_SETTING, "auto")
+        self.deviceCombo.connect("currentTextChanged(QString)",
+                                 lambda text: qt.QSettings().setValue(DEVICE_SETTING, text))
+        settingsForm.addRow(_("Device:"), self.deviceCombo)
+
+        self.dependenciesButton = qt.QPushButton(_("Check / install Python packages"))
+        self.dependenciesButton.toolTip = _("Lists what MemSeg still needs in Slicer's Python and installs it after you confirm.")
+        self.dependenciesButton.connect("clicked(bool)", lambda unused: ensureDependencies())
+        settingsForm.addRow(self.dependenciesButton)
 
         # Run
         self.applyButton = qt.QPushButton(_("Apply"))

@@ -397,4 +397,6 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
 
 def _settingsDevice():
     """The device chosen in the MemSeg module's settings (auto: CUDA, then MPS, then CPU)."""
-    return slicer.util.settingsValue("MemSeg/Device", "auto")
+    import MemSeg
+
+    return slicer.util.settingsValue(MemSeg.DEVICE_SETTING, "auto")

