@@ -306,6 +306,12 @@ def test_weighted_fusion_trusts_fine_pixels_and_drops_slices_the_other_axes_refu
     weights = slice_weights(probabilities, axes, spacing)
     np.testing.assert_allclose(weights[0], [1.0, UNCONFIRMED_WEIGHT, 1.0])
     np.testing.assert_allclose(weights[1], [0.25, 0.25])
+    # two axes, refuting each other on every slice: equal token weights, i.e. the plain mean
+    a, b = np.zeros((3, 2, 2), np.float32), np.zeros((3, 2, 2), np.float32)
+    a[:, 0, :], b[:, 1, :] = 0.9, 0.8
+    weights = slice_weights([a, b], [2, 0], spacing)
+    assert all((w == UNCONFIRMED_WEIGHT).all() for w in weights)
+    np.testing.assert_allclose(fuse([a, b], "weighted", 0.5, [2, 0], spacing)[0], fuse([a, b], "mean")[0])
 
     weighted, mask = fuse(probabilities, "weighted", 0.5, axes, spacing)
     np.testing.assert_allclose(weighted[0, 0, 0], (0.9 + 0.25 * 0.2 * 2) / 1.5, rtol=1e-6)
@@ -315,7 +321,7 @@ def test_weighted_fusion_trusts_fine_pixels_and_drops_slices_the_other_axes_refu
     _, voted = fuse(probabilities, "vote")
     assert plain[0, 0, 0] == 0 and voted[0, 0, 0] == 0  # where the weights matter
     # on isotropic voxels the resolution weights are equal
-    np.testing.assert_allclose([w[0] for w in slice_weights(probabilities, axes, (2.0, 2.0, 2.0))], 0.25)
+    np.testing.assert_allclose([w[0] for w in slice_weights(probabilities, axes, (2.0, 2.0, 2.0))], 1.0)
 
 
 def test_no_object_on_the_seed_slice_is_a_clear_error():
