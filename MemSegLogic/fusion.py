@@ -17,6 +17,8 @@ a voxel covered by none is 0. Where several axes looked:
   into the abdomen (right lung axes=1 0.8469) while the coronal/sagittal reformats under-segment
   the lung's body (left lung: coronal alone 0.62); the plain mean fixed the first and lost on the
   second (right 0.9160, left 0.8549 vs 0.8766 for one axis), this fusion fixes both (README).
+  It does not fix perpendicular axes that fail outright (lung2, brain1 in README): then no
+  slice is confirmed and it falls back to the plain mean.
 - ``"mean"``: the plain mean probability of the covering axes.
 - ``"vote"``: a majority vote of the covering axes, a tie (two axes disagreeing) going to the
   plain mean.

