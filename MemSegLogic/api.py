@@ -102,7 +102,7 @@ def segment_volume(
     from .devices import is_out_of_memory, out_of_memory_error, resolve_device
     from .engines import load_engine
     from .engines.memory_bank import memory_banks
-    from .propagation import propagate_volume
+    from .propagation import check_axes, propagate_volume
 
     started = time.perf_counter()
     monitor = Monitor(progress, cancel)
@@ -110,8 +110,7 @@ def segment_volume(
         volume = Volume.read(volume)
     volume.check_segmentable()
     seeds, axis = _seeds(volume, prompts)
-    if axes not in (1, 3):
-        raise ValueError(f"axes must be 1 (the prompt's axis, 2 directions) or 3 (6 directions), got {axes!r}")
+    check_axes(axes)
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
     if fusion not in FUSION_MODES:

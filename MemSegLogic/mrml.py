@@ -138,8 +138,9 @@ def promptFromSegmentSlice(volumeNode, segmentationNode, segmentId, sliceNode) -
     from .slice_view import view_axis
 
     ijk_to_world = _ijk_to_world(volumeNode)
-    axis = view_axis(_matrix_to_numpy(sliceNode.GetSliceToRAS()), ijk_to_world)
-    plane_ijk = transform_points(np.linalg.inv(ijk_to_world), _matrix_to_numpy(sliceNode.GetSliceToRAS())[:3, 3])
+    slice_to_ras = _matrix_to_numpy(sliceNode.GetSliceToRAS())
+    axis = view_axis(slice_to_ras, ijk_to_world)
+    plane_ijk = transform_points(np.linalg.inv(ijk_to_world), slice_to_ras[:3, 3])
     index = int(np.rint(plane_ijk[axis]))
     mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
     if not 0 <= index < slice_stack(mask, axis).shape[0]:

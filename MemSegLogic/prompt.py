@@ -113,18 +113,29 @@ class Prompt:
         if axis is None:
             axis = cls.from_ras(volume, box=box).axis if box is not None else "K"
         axis = axis_index(axis)
-        groups = {}
-        for points, label in ((positive, 1), (negative, 0)):
-            for point in _as_points(points, "point"):
-                index = int(np.rint(volume.ras_to_ijk(point[None])[0, axis]))
-                groups.setdefault(index, ([], []))[label == 0].append(point)
-        box_slice = None if box is None else cls.from_ras(volume, box=box, axis=axis).slice_index
-        if box_slice is not None:
-            groups.setdefault(box_slice, ([], []))
-        if not groups:
+        to_ijk = lambda pts, what: volume.ras_to_ijk(_as_points(pts, what)) if len(pts) else np.zeros((0, 3))  # noqa: E731
+        positive, negative = to_ijk(positive, "point"), to_ijk(negative, "point")
+        boxes = {}
+        if box is not None:
+            box_ijk = to_ijk(box, "box corner")
+            boxes[int(np.rint(box_ijk[0, axis]))] = box_ijk
+        labels = np.concatenate([np.ones(len(positive), np.int64), np.zeros(len(negative), np.int64)])
+        return cls.per_slice(axis, np.concatenate([positive, negative]), labels, boxes)
+
+    @classmethod
+    def per_slice(cls, axis, points: Sequence = (), labels: Sequence = (), boxes: Optional[dict] = None) -> list:
+        """One prompt per slice of ``axis``, in slice order, from IJK points (labels 1 positive,
+        0 negative) and boxes (slice index -> two IJK corners): the seeds of one segmentation."""
+        axis = axis_index(axis)
+        points = _as_points(points, "point")
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        boxes = boxes or {}
+        on_slice = np.rint(points[:, axis]).astype(int)
+        slices = sorted(set(on_slice.tolist()) | set(boxes))
+        if not slices:
             raise InvalidPromptError("empty prompt: give at least one positive point, a box or a mask")
-        return [cls.from_ras(volume, positive=pos, negative=neg, box=box if index == box_slice else None, axis=axis)
-                for index, (pos, neg) in sorted(groups.items())]
+        return [cls.from_points(points[(on_slice == index) & (labels == 1)], points[(on_slice == index) & (labels == 0)],
+                                axis=axis, box=boxes.get(index)) for index in slices]
 
     # -- checks and conversion ------------------------------------------------------------------
     def frame_shape(self, volume: Volume) -> tuple:

@@ -212,6 +212,11 @@ def object_window(mask: np.ndarray, axis: int, spacing_ijk, margin_fraction: flo
     return Window(start[axis], stop[axis] - 1, (start[y_axis], stop[y_axis]), (start[x_axis], stop[x_axis]))
 
 
+def check_axes(axes: int) -> None:
+    if axes not in (1, 3):
+        raise ValueError(f"axes must be 1 (the prompt's axis, 2 directions) or 3 (6 directions), got {axes!r}")
+
+
 def propagate_volume(engine: Engine, image: np.ndarray, spacing_ijk, seed_axis: int,
                      seeds: Dict[int, SlicePrompt], axes: int = 3, monitor: Optional[Monitor] = None,
                      absent_slices: Optional[int] = None, crop: bool = True, crop_frames: bool = False,
@@ -220,8 +225,7 @@ def propagate_volume(engine: Engine, image: np.ndarray, spacing_ijk, seed_axis: 
     """All passes of one segmentation, seed axis first. ``image`` is the uint8 KJI volume.
     ``square_pixels`` None: the engine's preference (`Engine.square_pixels`)."""
     square = engine.square_pixels if square_pixels is None else square_pixels
-    if axes not in (1, 3):
-        raise ValueError(f"axes must be 1 (the prompt's axis, 2 directions) or 3 (6 directions), got {axes!r}")
+    check_axes(axes)
     monitor = monitor or Monitor()
     passes = [run_pass(engine, image, spacing_ijk, seed_axis, seeds, None, monitor.sub(0.0, 1.0 / axes),
                        absent_slices, memory, square)]

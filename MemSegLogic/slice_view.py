@@ -101,11 +101,5 @@ class ClickedPrompt:
         """One `Prompt` per clicked slice, in slice order (what `segment_volume` takes)."""
         if self.empty:
             raise InvalidPromptError("empty prompt: click on the object (Shift+click marks background) or drag a box")
-        slices = {int(np.rint(point[self.axis])) for point, _ in self._points} | set(self._boxes)
-        result = []
-        for index in sorted(slices):
-            on_slice = [(p, label) for p, label in self._points if int(np.rint(p[self.axis])) == index]
-            result.append(Prompt.from_points([p for p, label in on_slice if label == 1],
-                                             [p for p, label in on_slice if label == 0],
-                                             axis=self.axis, box=self._boxes.get(index)))
-        return result
+        return Prompt.per_slice(self.axis, [point for point, _ in self._points],
+                                [label for _, label in self._points], self._boxes)

@@ -109,8 +109,7 @@ def main(argv=None) -> int:
                         help="score the cases saved in FOLDER instead of running the model")
     args = parser.parse_args(argv)
     if args.rescore:
-        paths = sorted(args.rescore.glob("*.npz"), key=lambda p: args.cases.index(str(np.load(p)["case"]))
-                       if str(np.load(p)["case"]) in args.cases else len(args.cases))
+        paths = sorted(args.rescore.glob("*.npz"))
     else:
         paths = []
         square = {"engine": None, "yes": True, "no": False}[args.square_pixels]
@@ -122,7 +121,8 @@ def main(argv=None) -> int:
             print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("axes=") and
                                           isinstance(v, float) and not k.endswith(" s"))
                   + f" ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
-    print(table([score(path) for path in paths]))
+    order = {name: n for n, name in enumerate(args.cases)}
+    print(table(sorted((score(path) for path in paths), key=lambda row: order.get(row["case"], len(order)))))
     return 0
 
 
