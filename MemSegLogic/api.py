@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import time
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -29,8 +29,9 @@ DEFAULT_MODEL = "medsam2-pretrain"
 @dataclasses.dataclass
 class SegmentationResult:
     """``mask`` (uint8 0/1) and ``probability`` (float32 0..1, fused), both KJI on the input's
-    grid. ``axis_probability`` keeps each axis' own probability (NaN where it did not look) and
-    ``visited_per_axis`` how many slices each axis' passes ran the model on."""
+    grid. ``axis_probability`` keeps each axis' own probability (NaN where it did not look), seed
+    axis first, ``seed_slices`` the prompted slices of the seed axis and ``visited_per_axis``
+    how many slices each axis' passes kept."""
 
     mask: np.ndarray
     probability: np.ndarray
@@ -44,6 +45,7 @@ class SegmentationResult:
     visited_per_axis: Dict[str, int] = dataclasses.field(default_factory=dict)
     fusion: str = DEFAULT_FUSION
     memory: Optional[str] = None  # memory policy used (None for engines without memory)
+    seed_slices: Tuple[int, ...] = ()
     segment_id: Optional[str] = None  # set when written into a Slicer segment
 
     def mask_volume(self) -> Volume:
@@ -52,7 +54,8 @@ class SegmentationResult:
     def fused(self, mode: str, threshold: float = 0.5):
         """(probability, mask) of this run's axes fused another way (see `MemSegLogic.fusion`)."""
         axes = [AXIS_NAMES.index(name) for name in self.axis_probability]
-        return fuse(list(self.axis_probability.values()), mode, threshold, axes, self.mask_volume().spacing)
+        return fuse(list(self.axis_probability.values()), mode, threshold, axes, self.mask_volume().spacing,
+                    self.seed_slices or None)
 
 
 def segment_volume(
@@ -84,8 +87,9 @@ def segment_volume(
         planes through the seed, fused); 1 = the prompt's axis in both directions only.
     device: "auto" (CUDA, then MPS, then CPU), "cuda", "mps" or "cpu".
     preset: intensity preset name (`MemSegLogic.intensity.PRESETS`), default percentile clipping.
-    fusion: "weighted" (mean probability of the axes that covered a voxel, each slice weighted by
-        its resolution and by whether the other axes confirm it), "mean" (plain mean) or "vote"
+    fusion: "weighted" (mean probability of the axes that covered a voxel and agree with the seed
+        axis on the seed slice, each slice weighted by its resolution and by whether the other
+        axes confirm it), "mean" (plain mean) or "vote"
         (majority); see `MemSegLogic.fusion`.
     memory: "self-sorting" (MedSAM-2's bank) or "sam2" (stock SAM 2 memory); engines without
         memory (medsam-lite) carry masks instead and ignore it. shared_memory: one bank for all
@@ -134,14 +138,15 @@ def segment_volume(
         raise
     monitor.report(0.97, "fusing axes" if axes > 1 else "thresholding")
     probability, mask = fuse([p.probability for p in passes], fusion, threshold, [p.axis for p in passes],
-                             volume.spacing)
+                             volume.spacing, passes[0].seeds)
     visited = {p.name: p.slices_visited for p in passes}
     monitor.report(1.0, "done: " + ", ".join(f"{n} {name} slices" for name, n in visited.items()))
     return SegmentationResult(
         mask=mask, probability=probability, ijk_to_ras=volume.ijk_to_ras.copy(), model=checkpoint.name,
         device=str(torch_device), axes=axes, slices_visited=sum(visited.values()),
         seconds=time.perf_counter() - started, axis_probability={p.name: p.probability for p in passes},
-        visited_per_axis=visited, fusion=fusion, memory=memory if uses_memory else None)
+        visited_per_axis=visited, fusion=fusion, memory=memory if uses_memory else None,
+        seed_slices=passes[0].seeds)
 
 
 def _seeds(volume: Volume, prompts) -> tuple:

@@ -63,7 +63,7 @@ class ScriptedStandInEngine(CarriedMaskEngine):
             grown[:, :-1] |= mask[:, 1:]
             grown &= bright
             if (grown == mask).all():
-                return np.where(mask, LOGIT, -LOGIT).astype(np.float32), mask
+                return np.where(mask, LOGIT, -LOGIT).astype(np.float32), mask, None
             mask = grown
 
     def segment_seed(self, frame, seed):
@@ -332,3 +332,60 @@ def test_no_object_on_the_seed_slice_is_a_clear_error():
     with pytest.raises(InvalidPromptError, match="found no object on the seed slice K=49"):
         propagate_volume(ScriptedStandInEngine(), image, volume.spacing, 2,
                          {prompt.slice_index: prompt.to_slice_prompt()}, axes=3, monitor=Monitor())
+
+
+def test_weighted_fusion_leaves_out_an_axis_that_contradicts_the_seed_slice():
+    """KJI (4, 4, 4), seed axis K with seed slice 1. I reproduces K's mask on that slice (Dice 1)
+    and is kept; J finds a different region there (Dice 0) and is left out altogether, also
+    where it alone looked. The plain mean keeps every axis."""
+    from MemSegLogic.fusion import seed_agreement
+
+    k = np.full((4, 4, 4), np.nan, dtype=np.float32)
+    k[:3] = 0.1
+    k[:3, :2, :2] = 0.9
+    i = k.copy()
+    j = np.full((4, 4, 4), 0.1, dtype=np.float32)
+    j[:, 2:, 2:] = 0.9  # elsewhere on every slice, and it alone covers K slice 3
+    probabilities, axes, spacing = [k, i, j], [2, 0, 1], (1.0, 1.0, 1.0)
+
+    np.testing.assert_allclose(seed_agreement(probabilities, axes, [1]), [1.0, 1.0, 0.0])
+    weighted, mask = fuse(probabilities, "weighted", 0.5, axes, spacing, seed_slices=[1])
+    np.testing.assert_array_equal(mask[:3], k[:3] > 0.5)
+    assert not mask[3].any() and np.isnan(k[3]).all()  # only J looked there, and J is out
+    with_j, _ = fuse(probabilities, "weighted", 0.5, axes, spacing)  # no seed slice given: J stays
+    assert with_j[3, 3, 3] == pytest.approx(0.9)
+    plain, _ = fuse(probabilities, "mean", 0.5, axes, spacing, seed_slices=[1])
+    assert plain[0, 3, 3] == pytest.approx((0.1 + 0.1 + 0.9) / 3)
+
+
+class _ScriptedConfidenceEngine(CarriedMaskEngine):
+    """Scripted stand-in (no model): every frame holds the object; its 'confidence' per frame is
+    read from a script, to test the confidence stop of the carried-mask loop."""
+
+    name = "scripted-confidence-stand-in"
+
+    def __init__(self, confidence):
+        self.confidence = confidence
+
+    def segment_seed(self, frame, seed):
+        return np.full(frame.shape, LOGIT, np.float32), True, self.confidence[int(frame[0, 0])]
+
+    def segment_next(self, frame, carried):
+        return np.full(frame.shape, LOGIT, np.float32), True, self.confidence[int(frame[0, 0])]
+
+
+def test_a_carried_mask_direction_ends_at_the_first_unsure_slice_past_the_seeds():
+    """Frames 0..9, seeds on 3 and 6; confidence is compared with the best of the direction so
+    far. Forward from seed 3: slice 4 (0.5) lies between the seeds, so it is kept; past seed 6
+    the best is 0.95 (slice 5), slice 7 (0.85) is kept, slice 8 (0.7) is more than 0.15 below ->
+    the direction ends and 8, 9 stay unvisited. Backward from seed 6: again 4 is kept; past
+    seed 3 slice 2 (0.85) is kept and slice 1 (0.75) ends it."""
+    frames = np.arange(10, dtype=np.uint8)[:, None, None].repeat(2, 1).repeat(2, 2)
+    confidence = [0.9, 0.75, 0.85, 0.8, 0.5, 0.95, 0.9, 0.85, 0.7, 0.95]
+    seeds = {3: None, 6: None}
+    result = _ScriptedConfidenceEngine(confidence).propagate(frames, seeds, Monitor())
+    np.testing.assert_array_equal(np.flatnonzero(result.visited), [2, 3, 4, 5, 6, 7])
+    assert (result.logits[[0, 1, 8, 9]] < -1000).all()
+    engine = _ScriptedConfidenceEngine(confidence)
+    engine.confidence_drop = None  # off: only the absence rule, which never fires here
+    assert engine.propagate(frames, seeds, Monitor()).visited.all()

@@ -49,8 +49,8 @@ class LiteMedSAMEngine(CarriedMaskEngine):
     def _decode(self, frame_shape, embedding, new_size, box=None, points=None, mask_logits=None):
         from ..models.lite_medsam import postprocess_logits
 
-        low_res, _ = self.model.decode(embedding, box_256=box, points=points, mask_logits_256=mask_logits)
-        return postprocess_logits(low_res, new_size, frame_shape), low_res
+        low_res, iou = self.model.decode(embedding, box_256=box, points=points, mask_logits_256=mask_logits)
+        return postprocess_logits(low_res, new_size, frame_shape), low_res, float(iou.flatten()[0])
 
     @torch.inference_mode()
     def segment_seed(self, frame: np.ndarray, seed: SlicePrompt):
@@ -61,7 +61,7 @@ class LiteMedSAMEngine(CarriedMaskEngine):
 
             _, new_size = model_frame(frame.shape)
             logits = np.where(seed.mask, MASK_SEED_LOGIT, -MASK_SEED_LOGIT).astype(np.float32)
-            return logits, (seed.mask, self._mask_to_low_res(seed.mask, new_size))
+            return logits, (seed.mask, self._mask_to_low_res(seed.mask, new_size)), None
         embedding, scale, new_size = self._prepare(frame)
         box = None if seed.box_xyxy is None else self._box_256(seed.box_xyxy, scale, new_size, margin=0.0)
         points = None
@@ -82,9 +82,10 @@ class LiteMedSAMEngine(CarriedMaskEngine):
 
     @staticmethod
     def _carry(decoded):
-        """(logits, low-res logits) -> (logits, the prompt a neighbour slice gets from them)."""
-        logits, low_res = decoded
-        return logits, (logits > 0, low_res)
+        """(logits, low-res logits, predicted IoU) -> (logits, the prompt a neighbour slice gets
+        from them, the confidence: LiteMedSAM's IoU head, trained with the masks)."""
+        logits, low_res, iou = decoded
+        return logits, (logits > 0, low_res), iou
 
     @staticmethod
     def _box_256(box_xyxy: np.ndarray, scale: float, new_size, margin: float) -> torch.Tensor:

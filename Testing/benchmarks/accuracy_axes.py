@@ -50,7 +50,7 @@ def load_case(name: str):
 def run_case(name: str, model: str, device: str, save: pathlib.Path, **options) -> pathlib.Path:
     """Segment one case with axes=1 and axes=3 and save what scoring needs."""
     volume, reference, preset = load_case(name)
-    prompt, _ = seed_box(reference)
+    prompt, seed_slice = seed_box(reference)
     one = segment_volume(volume, prompt, model=model, device=device, preset=preset, axes=1, **options)
     six = segment_volume(volume, prompt, model=model, device=device, preset=preset, axes=3, **options)
     timings = {"axes=1 s": one.seconds, "axes=1 slices": one.slices_visited,
@@ -58,6 +58,7 @@ def run_case(name: str, model: str, device: str, save: pathlib.Path, **options) 
     save.mkdir(parents=True, exist_ok=True)
     path = save / f"{name.replace(' ', '_')}.npz"
     np.savez_compressed(path, case=name, reference=reference, spacing=volume.spacing, axes1=one.probability,
+                        seed_axis="K", seed_slices=np.array([seed_slice]),
                         timings=json.dumps(timings), **{f"axis_{a}": p for a, p in six.axis_probability.items()})
     return path
 
@@ -66,13 +67,17 @@ def score(path: pathlib.Path) -> dict:
     """One table row from a saved case: Dice of axes=1, of axes=3 fused every way, of each axis."""
     saved = np.load(path)
     reference, spacing = saved["reference"], saved["spacing"]
-    names = [key[len("axis_"):] for key in saved.files if key.startswith("axis_")]
+    seed_axis = str(saved["seed_axis"]) if "seed_axis" in saved.files else "K"
+    # the seed axis first, as fusion expects; cases saved before the seed was stored: recompute it
+    seed_slices = saved["seed_slices"] if "seed_slices" in saved.files else [seed_box(reference)[1]]
+    names = sorted((key[len("axis_"):] for key in saved.files if key.startswith("axis_")),
+                   key=lambda name: name != seed_axis)
     probabilities = [saved[f"axis_{name}"] for name in names]
     axes = [AXIS_NAMES.index(name) for name in names]
     row = {"case": str(saved["case"]), **json.loads(str(saved["timings"])),
            "axes=1": dice(saved["axes1"] > 0.5, reference)}
     for mode in FUSION_MODES:
-        row[f"axes=3 {mode}"] = dice(fuse(probabilities, mode, 0.5, axes, spacing)[1], reference)
+        row[f"axes=3 {mode}"] = dice(fuse(probabilities, mode, 0.5, axes, spacing, seed_slices)[1], reference)
     for name, probability in zip(names, probabilities):  # each axis alone, where it looked
         row[f"{name} alone"] = dice(np.nan_to_num(probability) > 0.5, reference)
     return row
