@@ -11,7 +11,7 @@ installed yet.
 import logging
 import os
 import sys
-import threading
+import time
 import traceback
 
 import ctk
@@ -39,6 +39,18 @@ except ImportError:  # Slicer without the i18n helpers
 DEFAULT_MODEL = "medsam-lite"
 NEW_SEGMENT_NAME = "MemSeg"
 DEVICE_SETTING = "MemSeg/Device"  # read by the Segment Editor effect too
+DEFAULT_MODEL_SETTING = "MemSeg/DefaultModel"
+WEIGHTS_FOLDER_SETTING = "MemSeg/WeightsFolder"
+
+
+def applyWeightsFolderSetting():
+    """MemSegLogic finds weights through MEMSEG_WEIGHTS_DIR; the module's setting (if any) sets it
+    for this Slicer session (the effect and console scripts then use the same folder)."""
+    folder = slicer.util.settingsValue(WEIGHTS_FOLDER_SETTING, "")
+    if folder:
+        os.environ["MEMSEG_WEIGHTS_DIR"] = folder
+    else:
+        os.environ.pop("MEMSEG_WEIGHTS_DIR", None)
 
 
 def _ensureLogicImportable():
@@ -172,8 +184,15 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self._cancelEvent = None
+        self._task = None  # the running MemSegLogic.background.BackgroundTask
+        self._finish = None  # what runs on the main thread with its result
+        self._what = ""
+        self._queue = []  # segmentations still to run (a batch)
+        self._started = 0.0
         self._observedSegmentation = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(100)
+        self._timer.connect("timeout()", self._pollTask)
 
     # ------------------------------------------------------------------ setup
     def setup(self):
@@ -241,10 +260,51 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.dependenciesButton.connect("clicked(bool)", lambda unused: ensureDependencies())
         settingsForm.addRow(self.dependenciesButton)
 
+        self.weightsFolderEdit = ctk.ctkPathLineEdit()
+        self.weightsFolderEdit.filters = ctk.ctkPathLineEdit.Dirs
+        self.weightsFolderEdit.toolTip = _("Folder for downloaded model weights (empty: MemSeg's default cache).")
+        self.weightsFolderEdit.currentPath = slicer.util.settingsValue(WEIGHTS_FOLDER_SETTING, "")
+        self.weightsFolderEdit.connect("currentPathChanged(QString)", self._onWeightsFolderChanged)
+        settingsForm.addRow(_("Weights folder:"), self.weightsFolderEdit)
+        applyWeightsFolderSetting()
+
+        # Checkpoints: list, download (in the background, with progress), verify, delete
+        checkpointsButton = ctk.ctkCollapsibleButton()
+        checkpointsButton.text = _("Model weights")
+        checkpointsButton.collapsed = True
+        self.layout.addWidget(checkpointsButton)
+        checkpointsLayout = qt.QVBoxLayout(checkpointsButton)
+        self.checkpointTable = qt.QTableWidget()
+        self.checkpointTable.setColumnCount(4)
+        self.checkpointTable.setHorizontalHeaderLabels([_("Model"), _("Size"), _("State"), _("Description")])
+        self.checkpointTable.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
+        self.checkpointTable.setSelectionMode(qt.QAbstractItemView.SingleSelection)
+        self.checkpointTable.setEditTriggers(qt.QAbstractItemView.NoEditTriggers)
+        self.checkpointTable.horizontalHeader().setStretchLastSection(True)
+        checkpointsLayout.addWidget(self.checkpointTable)
+        self.downloadButton = qt.QPushButton(_("Download"))
+        self.downloadButton.toolTip = _("Download the selected model's weights and check their SHA-256.")
+        self.verifyButton = qt.QPushButton(_("Verify"))
+        self.verifyButton.toolTip = _("Check the selected file's SHA-256 against the registered one.")
+        self.deleteButton = qt.QPushButton(_("Delete"))
+        self.deleteButton.toolTip = _("Delete the selected model's downloaded file.")
+        checkpointsLayout.addLayout(self._hbox(self.downloadButton, self.verifyButton, self.deleteButton))
+        self.downloadButton.connect("clicked(bool)", self.onDownloadCheckpoint)
+        self.verifyButton.connect("clicked(bool)", self.onVerifyCheckpoint)
+        self.deleteButton.connect("clicked(bool)", self.onDeleteCheckpoint)
+
         # Run
         self.applyButton = qt.QPushButton(_("Apply"))
         self.applyButton.toolTip = _("Segment the volume from the prompt.")
-        self.layout.addWidget(self.applyButton)
+        self.batchButton = qt.QPushButton(_("Apply to all volumes"))
+        self.batchButton.toolTip = _("Segment every volume in the scene from the same seed points / box (e.g. "
+                                     "registered follow-up scans), each into its own segmentation; volumes "
+                                     "the seeds do not fall inside are skipped.")
+        self.layout.addLayout(self._hbox(self.applyButton, self.batchButton))
+        self.effectButton = qt.QPushButton(_("Open the MedSAM-2 effect in the Segment Editor"))
+        self.effectButton.toolTip = _("Click on the structure in a slice view instead of placing markups.")
+        self.effectButton.connect("clicked(bool)", self.onOpenEffect)
+        self.layout.addWidget(self.effectButton)
 
         self.progressBar = qt.QProgressBar()
         self.progressBar.setRange(0, 100)
@@ -269,17 +329,22 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.roiSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.roiPlaceWidget.setCurrentNode)
         self.roiSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._updateApplyEnabled)
         self.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.batchButton.connect("clicked(bool)", self.onBatchButton)
         self.cancelButton.connect("clicked(bool)", self.onCancelButton)
 
         self.pointsPlaceWidget.setCurrentNode(self.pointsSelector.currentNode())
         self.roiPlaceWidget.setCurrentNode(self.roiSelector.currentNode())
         self._populateModelAndPresetChoices()
+        self.modelCombo.connect("currentTextChanged(QString)",
+                                lambda text: qt.QSettings().setValue(DEFAULT_MODEL_SETTING, text))
+        self._populateCheckpoints()
         self._onSegmentationNodeChanged(self.segmentationSelector.currentNode())
         self._updateApplyEnabled()
 
     def cleanup(self):
-        if self._cancelEvent is not None:
-            self._cancelEvent.set()
+        if self._task is not None:
+            self._task.cancel()
+        self._timer.stop()
         self.removeObservers()
 
     # ---------------------------------------------------------------- helpers
@@ -339,7 +404,8 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.modelCombo.addItem(name)
             if description:
                 self.modelCombo.setItemData(self.modelCombo.count - 1, description, qt.Qt.ToolTipRole)
-        self.modelCombo.currentIndex = self.modelCombo.findText(DEFAULT_MODEL)
+        preferred = slicer.util.settingsValue(DEFAULT_MODEL_SETTING, DEFAULT_MODEL)
+        self.modelCombo.currentIndex = max(self.modelCombo.findText(preferred), self.modelCombo.findText(DEFAULT_MODEL))
 
         # First item: let the logic pick its default preset (preset=None).
         self.presetCombo.clear()
@@ -387,9 +453,10 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.segmentCombo.blockSignals(wasBlocked)
 
     def _updateApplyEnabled(self, *unused):
-        running = self._cancelEvent is not None
+        running = self._task is not None
         hasPrompt = self.pointsSelector.currentNode() is not None or self.roiSelector.currentNode() is not None
         self.applyButton.enabled = (not running) and self.volumeSelector.currentNode() is not None and hasPrompt
+        self.batchButton.enabled = (not running) and hasPrompt
         if self.volumeSelector.currentNode() is None:
             self.applyButton.toolTip = _("Select an input volume.")
         elif not hasPrompt:
@@ -402,21 +469,9 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for widget in (self.volumeSelector, self.segmentationSelector, self.segmentCombo,
                        self.pointsSelector, self.roiSelector, self.modelCombo, self.presetCombo):
             widget.enabled = not running
+        for button in (self.downloadButton, self.deleteButton, self.verifyButton):
+            button.enabled = not running
         self._updateApplyEnabled()
-
-    def _onProgress(self, fraction, message=""):
-        """Progress callback given to MemSegLogic: ``callback(fraction, message)``.
-
-        MemSegLogic calls it on this (the main) thread between steps.  Processing
-        Qt events here keeps the panel responsive and lets the user click Cancel,
-        which sets the cancel event the logic polls.  Running the model in a real
-        background thread is a later issue; until then the UI only updates at
-        these callbacks.
-        """
-        self.progressBar.value = int(round(100 * min(max(float(fraction), 0.0), 1.0)))
-        if message:
-            self.statusLabel.text = message
-        slicer.app.processEvents()
 
     def _segmentationNodeFor(self, volumeNode):
         segmentationNode = self.segmentationSelector.currentNode()
@@ -430,56 +485,206 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ---------------------------------------------------------------- actions
     def onApplyButton(self):
         volumeNode = self.volumeSelector.currentNode()
+        if self._task is not None:
+            return
         if volumeNode is None:
             slicer.util.errorDisplay(_("Select an input volume first."))
             return
-        pointsNode = self.pointsSelector.currentNode()
-        roiNode = self.roiSelector.currentNode()
-        modelName = self.modelCombo.currentText or DEFAULT_MODEL
-        preset = self.presetCombo.currentData or None  # None: the logic's default preset
+        try:
+            prompt = _importMrml().promptFromMarkups(volumeNode, pointsNode=self.pointsSelector.currentNode(),
+                                                     roiNode=self.roiSelector.currentNode())
+            segmentationNode = self._segmentationNodeFor(volumeNode)
+        except Exception as error:
+            self._showError(error, traceback.format_exc())
+            return
+        self._queue = [(volumeNode, prompt, segmentationNode, self.segmentCombo.currentData)]
+        self._startNextSegmentation()
 
-        self._cancelEvent = threading.Event()
-        self._setRunning(True)
+    def onBatchButton(self):
+        """The same seeds on every volume of the scene, one after the other, each into a new
+        segmentation named after its volume."""
+        if self._task is not None:
+            return
+        mrml = _importMrml()
+        volumeNodes = [node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                       if not node.IsA("vtkMRMLLabelMapVolumeNode")]
+        try:
+            plan = mrml.batchPrompts(volumeNodes, pointsNode=self.pointsSelector.currentNode(),
+                                     roiNode=self.roiSelector.currentNode())
+        except Exception as error:
+            self._showError(error, traceback.format_exc())
+            return
+        skipped = [f"{node.GetName()}: {reason}" for node, prompt, reason in plan if prompt is None]
+        runs = [(node, prompt) for node, prompt, _reason in plan if prompt is not None]
+        message = _("Segment {count} volume(s) from the same seeds?").format(count=len(runs))
+        if skipped:
+            message += "\n\n" + _("Skipped:") + "\n" + "\n".join(skipped)
+        if not runs:
+            slicer.util.errorDisplay(_("The seeds fall inside none of the volumes.") + "\n\n" + "\n".join(skipped))
+            return
+        if not slicer.util.confirmOkCancelDisplay(message, windowTitle=_("MemSeg batch")):
+            return
+        self._queue = []
+        for volumeNode, prompt in runs:
+            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                                                  volumeNode.GetName() + " MemSeg")
+            segmentationNode.CreateDefaultDisplayNodes()
+            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+            self._queue.append((volumeNode, prompt, segmentationNode, ""))
+        self._startNextSegmentation()
+
+    def _startNextSegmentation(self):
+        """Start the first queued (volume, prompt, segmentation, segment id) on the worker."""
+        volumeNode, prompt, segmentationNode, segmentId = self._queue.pop(0)
+        try:
+            _ensureLogicImportable()
+            import MemSegLogic
+            from MemSegLogic import background
+
+            volume = _importMrml().volumeFromNode(volumeNode, referenceNode=segmentationNode)
+        except Exception as error:
+            self._queue = []
+            self._showError(error, traceback.format_exc())
+            return
+        # The worker gets plain arrays; the target is fixed now, so changing the selectors while
+        # it runs changes nothing.
+        task = background.BackgroundTask(
+            MemSegLogic.segment_volume, volume, prompt, model=self.modelCombo.currentText or DEFAULT_MODEL,
+            preset=self.presetCombo.currentData or None, device=self.deviceCombo.currentText)
+        self._start(task, volumeNode.GetName(),
+                    lambda result: self._writeResult(result, volumeNode, segmentationNode, segmentId, volume.ijk_to_ras))
+
+    def _writeResult(self, result, volumeNode, segmentationNode, segmentId, ijkToRAS):
+        """On the main thread: the finished segmentation into its segment, as one undoable edit."""
+        if segmentationNode.GetScene() is None:
+            raise RuntimeError(_("the segmentation was deleted while MemSeg ran"))
+        if not segmentId or segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+            segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", NEW_SEGMENT_NAME)
+        _importMrml().writeMaskToSegment(result.mask, ijkToRAS, segmentationNode, segmentId, volumeNode)
+        logging.info("MemSeg: %s wrote %d voxels from %d slices with %s on %s in %.1f s", segmentId,
+                     int(result.mask.sum()), result.slices_visited, result.model, result.device, result.seconds)
+        if self.segmentationSelector.currentNode() is segmentationNode:
+            self.segmentCombo.currentIndex = max(self.segmentCombo.findData(segmentId), 0)
+        return _("{volume}: done in {seconds:.0f} s on {device}.").format(
+            volume=volumeNode.GetName(), seconds=result.seconds, device=result.device)
+
+    def _start(self, task, what, finish):
+        """Poll ``task`` from the timer; ``finish(result)`` runs on the main thread when it
+        succeeds and returns the status text."""
+        self._task, self._finish, self._what = task, finish, what
+        self._started = time.monotonic()
         self.progressBar.value = 0
         self.statusLabel.text = _("Starting...")
-        segmentationNode = None
-        createdSegmentId = None
+        self._setRunning(True)
+        self._timer.start()
+
+    def _pollTask(self):
+        if self._task is None:
+            self._timer.stop()
+            return
+        fraction, message = self._task.poll()
+        self.progressBar.value = int(round(100 * fraction))
+        self.statusLabel.text = f"{self._what}: {message} ({time.monotonic() - self._started:.0f} s)"
+        if not self._task.done:
+            return
+        self._timer.stop()
+        task, self._task = self._task, None
         try:
-            mrml = _importMrml()
-            prompt = mrml.promptFromMarkups(volumeNode, pointsNode=pointsNode, roiNode=roiNode)
-            segmentationNode = self._segmentationNodeFor(volumeNode)
-            segmentId = self.segmentCombo.currentData
-            if not segmentId:
-                segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", NEW_SEGMENT_NAME)
-                createdSegmentId = segmentId
-            result = mrml.segmentVolumeNode(
-                volumeNode, segmentationNode, segmentId, prompt,
-                model=modelName, preset=preset,
-                progress=self._onProgress, cancel=self._cancelEvent)
-            logging.info("MemSeg: %s wrote %d voxels from %d slices with %s on %s in %.1f s", segmentId,
-                         int(result.mask.sum()), result.slices_visited, result.model, result.device, result.seconds)
+            self.statusLabel.text = self._finish(task.result())
             self.progressBar.value = 100
-            self.statusLabel.text = _("Done.")
-            self.segmentCombo.currentIndex = max(self.segmentCombo.findData(segmentId), 0)
         except Exception as error:
-            if createdSegmentId is not None and segmentationNode is not None:
-                # Do not leave an empty segment behind when nothing was written.
-                segmentationNode.GetSegmentation().RemoveSegment(createdSegmentId)
+            self._queue = []  # a failure or Cancel stops a batch too
             self.progressBar.value = 0
             if _isCancellation(error):
-                self.statusLabel.text = _("Cancelled.")
+                self.statusLabel.text = _("Cancelled: nothing was changed.")
             else:
-                self.statusLabel.text = _("Failed: ") + str(error)
-                slicer.util.errorDisplay(str(error), detailedText=traceback.format_exc())
+                self._showError(error, task.traceback_text or traceback.format_exc())
         finally:
-            self._cancelEvent = None
             self._setRunning(False)
+        if self._queue:
+            self._startNextSegmentation()
+
+    def _showError(self, error, trace):
+        logging.error("MemSeg failed:\n%s", trace)
+        self.statusLabel.text = _("Failed: ") + str(error)
+        slicer.util.errorDisplay(str(error), detailedText=trace)
 
     def onCancelButton(self):
-        if self._cancelEvent is not None:
-            self._cancelEvent.set()
+        if self._task is not None:
+            self._task.cancel()
             self.cancelButton.enabled = False
             self.statusLabel.text = _("Cancelling...")
+
+    def onOpenEffect(self):
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        volumeNode = self.volumeSelector.currentNode()
+        if volumeNode is not None:
+            editor.setSourceVolumeNode(volumeNode)
+        if self.segmentationSelector.currentNode() is not None:
+            editor.setSegmentationNode(self.segmentationSelector.currentNode())
+        editor.setActiveEffectByName("MedSAM-2")
+
+    # ---------------------------------------------------------- model weights
+    def _onWeightsFolderChanged(self, path):
+        qt.QSettings().setValue(WEIGHTS_FOLDER_SETTING, path)
+        applyWeightsFolderSetting()
+        self._populateCheckpoints()
+
+    def _populateCheckpoints(self, check=False):
+        """Fill the weights table; ``check`` hashes the selected file first."""
+        _ensureLogicImportable()
+        try:
+            from MemSegLogic import checkpoints
+        except Exception:
+            logging.warning("MemSeg: could not list the model weights", exc_info=True)
+            return
+        selected = self._selectedCheckpoint()
+        self.checkpointTable.setRowCount(0)
+        for row, checkpoint in enumerate(checkpoints.list_checkpoints()):
+            state = checkpoints.checkpoint_state(checkpoint, check=check and checkpoint.name == selected)
+            size = f"{checkpoint.size_bytes / 2**20:.0f} MB" if checkpoint.size_bytes else ""
+            self.checkpointTable.insertRow(row)
+            for column, text in enumerate((checkpoint.name, size, state, checkpoint.description)):
+                self.checkpointTable.setItem(row, column, qt.QTableWidgetItem(text))
+            if checkpoint.name == selected:
+                self.checkpointTable.selectRow(row)
+        self.checkpointTable.resizeColumnsToContents()
+
+    def _selectedCheckpoint(self):
+        rows = self.checkpointTable.selectionModel().selectedRows() if self.checkpointTable.selectionModel() else []
+        return self.checkpointTable.item(rows[0].row(), 0).text() if rows else None
+
+    def onDownloadCheckpoint(self):
+        name = self._selectedCheckpoint()
+        if name is None or self._task is not None:
+            return
+        from MemSegLogic import background, checkpoints
+
+        def finish(path):
+            self._populateCheckpoints()
+            return _("{name}: downloaded and verified ({path}).").format(name=name, path=path)
+
+        self._queue = []
+        self._start(background.BackgroundTask(checkpoints.download_checkpoint, name), name, finish)
+
+    def onVerifyCheckpoint(self):
+        if self._selectedCheckpoint() is not None:
+            with slicer.util.WaitCursor():
+                self._populateCheckpoints(check=True)
+
+    def onDeleteCheckpoint(self):
+        name = self._selectedCheckpoint()
+        if name is None or not slicer.util.confirmOkCancelDisplay(
+                _("Delete the downloaded weights of {name}?").format(name=name)):
+            return
+        from MemSegLogic import checkpoints
+
+        try:
+            checkpoints.delete_checkpoint(name)
+        except Exception as error:
+            self._showError(error, traceback.format_exc())
+        self._populateCheckpoints()
 
 
 #

@@ -46,6 +46,7 @@ class SegmentationResult:
     fusion: str = DEFAULT_FUSION
     memory: Optional[str] = None  # memory policy used (None for engines without memory)
     seed_slices: Tuple[int, ...] = ()
+    skipped_axes: Dict[str, str] = dataclasses.field(default_factory=dict)  # axis name -> why not run
     segment_id: Optional[str] = None  # set when written into a Slicer segment
 
     def mask_volume(self) -> Volume:
@@ -140,13 +141,14 @@ def segment_volume(
     probability, mask = fuse([p.probability for p in passes], fusion, threshold, [p.axis for p in passes],
                              volume.spacing, passes[0].seeds)
     visited = {p.name: p.slices_visited for p in passes}
-    monitor.report(1.0, "done: " + ", ".join(f"{n} {name} slices" for name, n in visited.items()))
+    monitor.report(1.0, "done: " + ", ".join(f"{n} {name} slices" for name, n in visited.items())
+                   + "".join(f"; {name} skipped ({why})" for name, why in passes.skipped.items()))
     return SegmentationResult(
         mask=mask, probability=probability, ijk_to_ras=volume.ijk_to_ras.copy(), model=checkpoint.name,
         device=str(torch_device), axes=axes, slices_visited=sum(visited.values()),
         seconds=time.perf_counter() - started, axis_probability={p.name: p.probability for p in passes},
         visited_per_axis=visited, fusion=fusion, memory=memory if uses_memory else None,
-        seed_slices=passes[0].seeds)
+        seed_slices=passes[0].seeds, skipped_axes=dict(passes.skipped))
 
 
 def _seeds(volume: Volume, prompts) -> tuple:

@@ -86,6 +86,45 @@ def is_available(checkpoint: Checkpoint) -> bool:
         return False
 
 
+# States a checkpoint's file can be in (what the module's checkpoint manager and `memseg weights
+# list` show): not there, there but not checked in this session, checked, or failing the check.
+MISSING, PRESENT, VERIFIED, CORRUPT = "missing", "present", "verified", "corrupt"
+
+
+def checkpoint_state(checkpoint: Checkpoint, check: bool = False) -> str:
+    """The file's state; ``check`` hashes it now (seconds for large files) if not yet verified."""
+    try:
+        path = expected_path(checkpoint)
+    except CheckpointError:
+        return MISSING
+    if not path.is_file():
+        return MISSING
+    stat = path.stat()
+    if (str(path.resolve()), stat.st_size, stat.st_mtime_ns) in _verified:
+        return VERIFIED
+    if not check:
+        return PRESENT
+    try:
+        verify(checkpoint, path)
+    except CheckpointError:
+        return CORRUPT
+    return VERIFIED
+
+
+def delete_checkpoint(name_or_checkpoint) -> bool:
+    """Delete a downloaded checkpoint's file (and any partial download); False if there was none.
+    Weights shipped inside a package are refused: they belong to that package."""
+    checkpoint = name_or_checkpoint if isinstance(name_or_checkpoint, Checkpoint) else get_checkpoint(name_or_checkpoint)
+    if checkpoint.package:
+        raise CheckpointError(f"{checkpoint.name} ships inside the package {checkpoint.package}; "
+                              f"uninstall that package to remove it")
+    path = expected_path(checkpoint)
+    existed = path.is_file()
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".part").unlink(missing_ok=True)
+    return existed
+
+
 def sha256_of(path, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
@@ -122,6 +161,15 @@ def ensure_checkpoint(name_or_checkpoint, download: bool = True,
             raise CheckpointError(_missing_message(checkpoint, path, reason="offline mode" if download else None))
         _download(checkpoint, path, progress)
     return verify(checkpoint, path)
+
+
+def download_checkpoint(name_or_checkpoint, progress: Optional[Callable[[float, str], None]] = None,
+                        cancel=None) -> pathlib.Path:
+    """`ensure_checkpoint` for a background task: progress reported, stopped by ``cancel`` (a
+    `threading.Event`) with nothing left behind."""
+    from .progress import Monitor
+
+    return ensure_checkpoint(name_or_checkpoint, download=True, progress=Monitor(progress, cancel).report)
 
 
 def _missing_message(checkpoint: Checkpoint, path: pathlib.Path, reason: Optional[str] = None) -> str:

@@ -2,7 +2,7 @@
 
     memseg segment CT.nrrd --box R,A,S,R,A,S --model medsam-lite --preset ct-chest -o lung.seg.nrrd
     memseg segment CT.nii.gz --point R,A,S --negative R,A,S --axes 3 --memory self-sorting -o mask.nii.gz
-    memseg weights list | fetch NAME | verify [NAME]
+    memseg weights list | fetch NAME | verify [NAME] | delete NAME
     memseg demo -o demo-output/
 
 Coordinates are RAS millimetres, as Slicer shows them. Points on different slices of the prompt's
@@ -84,9 +84,15 @@ def _segment(args) -> int:
 def _weights(args) -> int:
     if args.action == "list":
         for checkpoint in checkpoints.list_checkpoints():
-            state = "available" if checkpoints.is_available(checkpoint) else "not downloaded"
-            print(f"{checkpoint.name:20s} {checkpoint.image_size:5d} px  {state:15s} {checkpoint.description}")
+            state = checkpoints.checkpoint_state(checkpoint)
+            print(f"{checkpoint.name:20s} {checkpoint.image_size:5d} px  {state:9s} {checkpoint.description}")
         print(f"weights folder: {checkpoints.weights_dir()}")
+        return 0
+    if args.action == "delete":
+        if not args.names:
+            raise MemSegError("name the checkpoint to delete, e.g. memseg weights delete medsam2-pretrain")
+        for name in args.names:
+            print(f"{name}: {'deleted' if checkpoints.delete_checkpoint(name) else 'was not downloaded'}")
         return 0
     names = args.names or ([c.name for c in checkpoints.list_checkpoints() if checkpoints.is_available(c)]
                            if args.action == "verify" else [])
@@ -152,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--seed", type=int, default=0, help="random seed of the memory bank's resampling")
     segment.set_defaults(run=_segment)
 
-    weights = commands.add_parser("weights", help="list, download or verify model checkpoints")
-    weights.add_argument("action", choices=["list", "fetch", "verify"])
+    weights = commands.add_parser("weights", help="list, download, verify or delete model checkpoints")
+    weights.add_argument("action", choices=["list", "fetch", "verify", "delete"])
     weights.add_argument("names", nargs="*", help="checkpoint names")
     weights.set_defaults(run=_weights)
 

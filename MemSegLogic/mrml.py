@@ -121,6 +121,24 @@ def promptFromMarkups(volumeNode, pointsNode=None, roiNode=None, negativeNode=No
     return Prompt.from_points(positive, negative, axis=axis if axis is not None else "K", box=box)
 
 
+def batchPrompts(volumeNodes, pointsNode=None, roiNode=None) -> list:
+    """For a batch run: the same markups (points and/or ROI, in world RAS) as a prompt for each
+    volume, as ``[(volumeNode, prompt or None, reason it is skipped)]``. A volume the markups do
+    not fall inside is skipped with the reason, instead of stopping the batch."""
+    plan = []
+    for volumeNode in volumeNodes:
+        try:
+            prompt = promptFromMarkups(volumeNode, pointsNode=pointsNode, roiNode=roiNode)
+            volume = volumeFromNode(volumeNode)
+            volume.check_segmentable()
+            prompt.check(volume)
+        except (InvalidPromptError, InvalidVolumeError) as error:
+            plan.append((volumeNode, None, str(error)))
+        else:
+            plan.append((volumeNode, prompt, ""))
+    return plan
+
+
 def promptFromSliceView(volumeNode, sliceNode, positiveXY=(), negativeXY=(), boxXY=None) -> Prompt:
     """A `Prompt` from positions in a slice view (the XY of its interactor events): positive and
     negative clicks and/or a dragged box (two corners). Each lands on the voxel under the cursor;

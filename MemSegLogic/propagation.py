@@ -22,6 +22,15 @@ medsam2.md` §1.6). Our orchestration:
    the logits are resampled back onto the original pixel centres — for engines that want it
    (`Engine.square_pixels`; LiteMedSAM measured better on native frames).
 
+5. An other axis is skipped when the object, as the seed axis found it, would span fewer than
+   ``MIN_MODEL_PIXELS`` of the model's input along the seed axis in that axis' frames
+   (`object_span_in_model`): a 2D model cannot follow an object a few pixels thick. Measured
+   with LiteMedSAM on the pyradiomics lesions (0.6 x 0.6 x 5 mm, lesions 3–11 slices): in
+   coronal/sagittal frames of 512 x 61 pixels, shrunk to 256 x 31 by the model, a lesion spans
+   2–7 pixels and those passes fail outright (Dice 0.02–0.33 alone), dragging the fusion below
+   one axis (lung2 0.9195 -> 0.7741); on CTChest4 (3 x 3 x 10 mm) a lung spans ~50 pixels and
+   they help (README, Accuracy). The skipped axes and why are kept on the result.
+
 Each axis' result is a probability volume with NaN where it did not look; `fusion` combines them.
 """
 
@@ -42,6 +51,9 @@ from .prompt import SlicePrompt
 
 DEFAULT_MARGIN_FRACTION = 0.2
 DEFAULT_MARGIN_VOXELS = 8
+# An other axis runs only if the object spans at least this many pixels of the model's input
+# along the seed axis in its frames (1/16 of a 256-pixel input).
+MIN_MODEL_PIXELS = 16
 _CHUNK = 16  # frames resampled at once (bounds the float copy of a large stack)
 
 
@@ -212,6 +224,28 @@ def object_window(mask: np.ndarray, axis: int, spacing_ijk, margin_fraction: flo
     return Window(start[axis], stop[axis] - 1, (start[y_axis], stop[y_axis]), (start[x_axis], stop[x_axis]))
 
 
+def object_span_in_model(mask: np.ndarray, seed_axis: int, axis: int, window: Window, spacing_ijk,
+                         engine: Engine, square_pixels: bool) -> float:
+    """How many pixels of the model's input the object (``mask``, KJI) spans along the seed axis
+    in ``axis``' frames cropped to ``window``: its extent in seed-axis slices, through the
+    square-pixel resampling and the engine's own resize."""
+    slices = np.flatnonzero(slice_stack(mask, seed_axis).any(axis=(1, 2)))
+    extent = int(slices.max() - slices.min() + 1)
+    frame_shape = (window.rows[1] - window.rows[0], window.cols[1] - window.cols[0])
+    grid = SquarePixels(frame_shape, frame_spacing(spacing_ijk, axis) if square_pixels else (1.0, 1.0))
+    dim = 0 if in_plane_axes(axis)[1] == seed_axis else 1  # the seed axis runs along rows or columns
+    return extent * grid.model_shape[dim] / frame_shape[dim] * engine.input_scale(grid.model_shape)[dim]
+
+
+class Passes(list):
+    """The `AxisPass` list of one segmentation, seed axis first; ``skipped`` maps the name of an
+    axis that was not run to the reason."""
+
+    def __init__(self, passes=(), skipped: Optional[Dict[str, str]] = None):
+        super().__init__(passes)
+        self.skipped = dict(skipped or {})
+
+
 def check_axes(axes: int) -> None:
     if axes not in (1, 3):
         raise ValueError(f"axes must be 1 (the prompt's axis, 2 directions) or 3 (6 directions), got {axes!r}")
@@ -221,14 +255,14 @@ def propagate_volume(engine: Engine, image: np.ndarray, spacing_ijk, seed_axis: 
                      seeds: Dict[int, SlicePrompt], axes: int = 3, monitor: Optional[Monitor] = None,
                      absent_slices: Optional[int] = None, crop: bool = True, crop_frames: bool = False,
                      margin_fraction: float = DEFAULT_MARGIN_FRACTION, margin_voxels: int = DEFAULT_MARGIN_VOXELS,
-                     threshold: float = 0.5, memory=None, square_pixels: Optional[bool] = None) -> List[AxisPass]:
+                     threshold: float = 0.5, memory=None, square_pixels: Optional[bool] = None) -> Passes:
     """All passes of one segmentation, seed axis first. ``image`` is the uint8 KJI volume.
     ``square_pixels`` None: the engine's preference (`Engine.square_pixels`)."""
     square = engine.square_pixels if square_pixels is None else square_pixels
     check_axes(axes)
     monitor = monitor or Monitor()
-    passes = [run_pass(engine, image, spacing_ijk, seed_axis, seeds, None, monitor.sub(0.0, 1.0 / axes),
-                       absent_slices, memory, square)]
+    passes = Passes([run_pass(engine, image, spacing_ijk, seed_axis, seeds, None, monitor.sub(0.0, 1.0 / axes),
+                              absent_slices, memory, square)])
     if axes == 1:
         return passes
     first_mask = np.nan_to_num(passes[0].probability, nan=0.0) > threshold
@@ -243,7 +277,15 @@ def propagate_volume(engine: Engine, image: np.ndarray, spacing_ijk, seed_axis: 
         seed = SlicePrompt(plane, np.zeros((0, 2)), np.zeros((0,), dtype=np.int64), None, cross_section.copy())
         window = (object_window(first_mask, axis, spacing_ijk, margin_fraction, margin_voxels, crop_frames)
                   if crop else None)
+        span = object_span_in_model(first_mask, seed_axis, axis, window or Window.whole(slice_stack(image, axis).shape),
+                                    spacing_ijk, engine, square)
         sub = monitor.sub((n + 1) / 3, (n + 2) / 3)
+        if span < MIN_MODEL_PIXELS:
+            passes.skipped[AXIS_NAMES[axis]] = (
+                f"the object spans {span:.1f} pixels of the model's input along {AXIS_NAMES[seed_axis]} in "
+                f"{AXIS_NAMES[axis]} frames (< {MIN_MODEL_PIXELS}): too thin for the model to follow")
+            sub.report(1.0, f"{AXIS_NAMES[axis]} axis skipped: {passes.skipped[AXIS_NAMES[axis]]}")
+            continue
         sub.report(0.0, f"{AXIS_NAMES[axis]} axis from its plane {plane} through the seed")
         passes.append(run_pass(engine, image, spacing_ijk, axis, {plane: seed}, window, sub, absent_slices, memory,
                                square))

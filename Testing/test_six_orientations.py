@@ -45,6 +45,9 @@ class ScriptedStandInEngine(CarriedMaskEngine):
     def __init__(self):
         self.calls = []
 
+    def input_scale(self, frame_shape):
+        return 1.0, 1.0  # it looks at the frames as they are
+
     def propagate(self, frames, seeds, monitor, absent_slices=None, memory=None):
         call = {"frames": frames.copy(), "seeds": dict(seeds), "order": []}
         self.calls.append(call)
@@ -389,3 +392,38 @@ def test_a_carried_mask_direction_ends_at_the_first_unsure_slice_past_the_seeds(
     engine = _ScriptedConfidenceEngine(confidence)
     engine.confidence_drop = None  # off: only the absence rule, which never fires here
     assert engine.propagate(frames, seeds, Monitor()).visited.all()
+
+
+def test_other_axes_are_skipped_where_the_object_is_too_thin_for_the_model():
+    """lung2-like geometry (0.63 x 0.63 x 5 mm, 61 x 512 x 512, lesion over 11 K slices): in I
+    frames (61 x 512) LiteMedSAM shrinks the longest side to 256, so the lesion spans 11 x 0.5 =
+    5.5 input pixels along K; SAM 2 stretches the frame resampled to square pixels
+    (61 x 5 / 0.63 = 484 rows) to 1024 rows: 11 x 1024 / 61 = 184.6 pixels. The orchestration
+    then skips the thin case and says why; a 20-slice object on 1 mm voxels is run."""
+    from MemSegLogic.engines.base import Engine
+    from MemSegLogic.engines.lite_medsam import LiteMedSAMEngine
+    from MemSegLogic.propagation import MIN_MODEL_PIXELS, object_span_in_model
+
+    mask = np.zeros((61, 512, 512), dtype=bool)
+    mask[15:26, 200:260, 300:340] = True
+    window = Window.whole((512, 61, 512))  # I frames: rows K, cols J
+    spacing = (0.63, 0.63, 5.0)
+    lite = LiteMedSAMEngine.__new__(LiteMedSAMEngine)  # its geometry only, no weights
+    lite.image_size = 256
+    sam2 = Engine()
+    sam2.image_size = 1024
+    assert object_span_in_model(mask, 2, 0, window, spacing, lite, False) == pytest.approx(5.5)
+    assert object_span_in_model(mask, 2, 0, window, spacing, sam2, True) == pytest.approx(
+        11 * 1024 / 61, rel=0.01)
+
+    engine = ScriptedStandInEngine()  # sees frames as they are: span = slices x square-pixel factor
+    image, truth, volume = _phantom(spacing=(1.0, 1.0, 1.0))  # 20 slices thick
+    prompt = _seed_on(truth, 2)
+    seeds = {prompt.slice_index: prompt.to_slice_prompt()}
+    assert len(propagate_volume(engine, image, volume.spacing, 2, seeds, axes=3)) == 3
+    k = prompt.slice_index
+    thin = np.zeros_like(image)
+    thin[k - 1:k + 2] = image[k - 1:k + 2]  # 3 slices of 5 mm: 15 pixels once resampled to square pixels
+    passes = propagate_volume(engine, thin, (1.0, 1.0, 5.0), 2, seeds, axes=3)
+    assert [p.axis for p in passes] == [2] and set(passes.skipped) == {"I", "J"}
+    assert f"(< {MIN_MODEL_PIXELS})" in passes.skipped["I"] and "15.0 pixels" in passes.skipped["I"]

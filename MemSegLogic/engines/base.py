@@ -73,6 +73,11 @@ class Engine:
                   absent_slices: Optional[int] = None, memory=None) -> PassResult:
         raise NotImplementedError
 
+    def input_scale(self, frame_shape) -> tuple:
+        """(row, column) scale from a frame of ``frame_shape`` to the model's input. SAM 2 resizes
+        every frame to image_size x image_size, whatever its aspect."""
+        return self.image_size / frame_shape[0], self.image_size / frame_shape[1]
+
     def absence_counter(self, absent_slices: Optional[int]) -> AbsenceCounter:
         return AbsenceCounter(self.absent_slices if absent_slices is None else absent_slices)
 

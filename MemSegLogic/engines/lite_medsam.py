@@ -39,6 +39,10 @@ class LiteMedSAMEngine(CarriedMaskEngine):
         self.mask_prompt = mask_prompt
         self.model = load_lite_medsam(weights_path, device=device)
 
+    def input_scale(self, frame_shape) -> tuple:
+        scale = self.image_size / max(frame_shape)  # longest side to 256, aspect kept (then padded)
+        return scale, scale
+
     # -- one slice ------------------------------------------------------------------------------
     def _prepare(self, frame: np.ndarray):
         from ..models.lite_medsam import preprocess_slice
