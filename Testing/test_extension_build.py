@@ -282,6 +282,11 @@ def test_module_defines_slicer_classes():
         assert name in classes, f"MemSeg.py has no class {name}"
     test_methods = {n.name for n in classes["MemSegTest"].body if isinstance(n, ast.FunctionDef)}
     assert {"runTest", "test_SegmentSampleCT"} <= test_methods
+    effects = ast.parse((REPO / "MemSegExtension" / "SegmentEditorMemSeg.py").read_text(encoding="utf-8"))
+    (effect_test,) = [n for n in effects.body if isinstance(n, ast.ClassDef) and n.name == "SegmentEditorMemSegTest"]
+    assert {"runTest", "test_ClickPreviewApplyUndo"} <= {n.name for n in effect_test.body if isinstance(n, ast.FunctionDef)}
+    cmake = (REPO / "MemSegExtension" / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "slicer_add_python_unittest(SCRIPT ${EFFECTS_MODULE_NAME}.py)" in cmake
 
 
 def test_module_runs_models_off_the_ui_thread_and_writes_on_it():

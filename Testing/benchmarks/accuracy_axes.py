@@ -54,7 +54,8 @@ def run_case(name: str, model: str, device: str, save: pathlib.Path, **options) 
     one = segment_volume(volume, prompt, model=model, device=device, preset=preset, axes=1, **options)
     six = segment_volume(volume, prompt, model=model, device=device, preset=preset, axes=3, **options)
     timings = {"axes=1 s": one.seconds, "axes=1 slices": one.slices_visited,
-               "axes=3 s": six.seconds, "axes=3 slices": six.slices_visited, "model": model, "device": device}
+               "axes=3 s": six.seconds, "axes=3 slices": six.slices_visited, "model": model, "device": device,
+               "skipped": six.skipped_axes}
     save.mkdir(parents=True, exist_ok=True)
     path = save / f"{name.replace(' ', '_')}.npz"
     np.savez_compressed(path, case=name, reference=reference, spacing=volume.spacing, axes1=one.probability,
@@ -90,7 +91,7 @@ def table(rows) -> str:
              "slices 1 / 3 | seconds 1 / 3 |",
              "|---|---|" + "---|" * len(FUSION_MODES) + "---|---|---|"]
     for r in rows:
-        alone = " / ".join(f"{r.get(f'{a} alone', float('nan')):.3f}" for a in "KIJ")
+        alone = " / ".join(f"{r[f'{a} alone']:.3f}" if f"{a} alone" in r else "skipped" for a in "KIJ")
         lines.append(f"| {r['case']} | {r['axes=1']:.4f} | " + " | ".join(f"{r[f'axes=3 {m}']:.4f}" for m in FUSION_MODES)
                      + f" | {alone} | {r['axes=1 slices']} / {r['axes=3 slices']} | "
                      f"{r['axes=1 s']:.0f} / {r['axes=3 s']:.0f} |")

@@ -343,7 +343,12 @@ class MemSAMMemory(nn.Module):
     """
 
     def __init__(
-        self, embed_dim: int = 256, key_dim: int = 64, value_dim: int = 256, hidden_dim: int = 64, reinforce: bool = True
+        self,
+        embed_dim: int = 256,
+        key_dim: int = 64,
+        value_dim: int = 256,
+        hidden_dim: int = 64,
+        reinforce: bool = True,
     ) -> None:
         super().__init__()
         if min(key_dim, value_dim, hidden_dim) <= 0:

@@ -42,6 +42,7 @@ __all__ = [
     "MemoryDecodeResult",
     "SamInitReport",
     "build_memsam",
+    "deep_update_schedule",
     "load_memsam",
     "init_from_sam",
     "MASK_THRESHOLD",
@@ -49,6 +50,7 @@ __all__ = [
 
 # The reference evaluation binarises sigmoid(logits) > 0.6 (utils/evaluation.py).
 MASK_THRESHOLD = 0.6
+_IMAGE_SIZE = 256
 _KEY_ENCODER_PREFIX = "memory.key_encoder."  # duplicate of image_encoder.* in official files
 _ENCODER_PREFIX = "image_encoder."
 _DATA_PARALLEL_PREFIX = "module."
@@ -108,7 +110,7 @@ class MemSAMConfig:
             hidden_dim = state_dict["memory.decoder.hidden_update.transform.weight"].shape[0] // 3
         except (KeyError, ValueError) as exc:
             raise ValueError(
-                f"Cannot infer the MemSAM configuration from this state dict (missing {exc}); "
+                f"Cannot infer the MemSAM configuration from this state dict ({type(exc).__name__}: {exc}); "
                 "is it a MemSAM checkpoint? Pass config= explicitly otherwise."
             ) from exc
         return cls(
@@ -155,6 +157,10 @@ class MemSAM(nn.Module):
 
     def __init__(self, config: MemSAMConfig = MemSAMConfig()) -> None:
         super().__init__()
+        if config.image_size != _IMAGE_SIZE:
+            # The value encoder's ResNet-18 stops at 1/8 resolution, which must equal the
+            # encoder's fixed 32 x 32 grid; as in the reference, only 256 px works.
+            raise ValueError(f"MemSAM needs image_size {_IMAGE_SIZE}; got {config.image_size}")
         modeling = sam_modeling()
         self.config = config
         grid = EMBEDDING_GRID
@@ -246,7 +252,7 @@ class MemSAM(nn.Module):
             raise ValueError(f"frames must be B x T x C x H x W; got shape {tuple(frames.shape)}")
         self._check_frames(frames)
         batch, time = frames.shape[:2]
-        flat = frames.flatten(0, 1)
+        flat = frames.flatten(0, 1).to(self.device, self.memory.key_proj.key_proj.weight.dtype)
         step = chunk_size or flat.shape[0]
         embeddings = torch.cat([self.image_encoder(flat[i : i + step]) for i in range(0, flat.shape[0], step)])
         keys, shrinkage, selection = self.memory.project_key(embeddings)
@@ -370,19 +376,12 @@ class MemSAM(nn.Module):
             frames = frames.unsqueeze(1)
         if frames.dim() != 4:
             raise ValueError(f"frames must be T x C x H x W (one clip); got shape {tuple(frames.shape)}")
-        if deep_update_every is not None and deep_update_every < 1:
-            raise ValueError(f"deep_update_every must be >= 1 or None; got {deep_update_every}")
         self._check_frames(frames)
         frames = frames.to(self.device, torch.float32)
         if frames.shape[1] == 1:
             frames = frames.repeat(1, 3, 1, 1)
         time = frames.shape[0]
-        rng = np.random.RandomState(seed)
-
-        def deep_update(write_index: int) -> bool:
-            if deep_update_every is None:
-                return bool(rng.rand() < deep_update_probability)
-            return write_index % deep_update_every == deep_update_every - 1
+        deep_updates = deep_update_schedule(time - 1, deep_update_every, seed, deep_update_probability)
 
         # 1. all frames: embeddings, keys, shrinkage, selection
         embeddings, keys, shrinkage, selection = self.encode_frames(frames.unsqueeze(0))
@@ -410,12 +409,26 @@ class MemSAM(nn.Module):
             outputs.append(logits)
             if t < time - 1:  # the last frame is never written
                 value, hidden = self.encode_value(
-                    frames[t : t + 1], embeddings[:, t], hidden, logits, deep_update=deep_update(t)
+                    frames[t : t + 1], embeddings[:, t], hidden, logits, deep_update=deep_updates[t]
                 )
                 values.append(value)
         return torch.cat(outputs)
 
     forward = forward_clip
+
+
+def deep_update_schedule(
+    num_writes: int, deep_update_every: Optional[int] = None, seed: int = 1234, probability: float = 0.2
+) -> List[bool]:
+    """Whether each of the ``num_writes`` memory writes of a clip also deep-updates the sensory
+    state (see ``MemSAM.forward_clip``). ``None``: the reference's Bernoulli(probability) draws,
+    from ``numpy.random.RandomState(seed)``; k >= 1: every k-th write."""
+    if deep_update_every is None:
+        draws = np.random.RandomState(seed).rand(num_writes)
+        return [bool(d < probability) for d in draws]
+    if deep_update_every < 1:
+        raise ValueError(f"deep_update_every must be >= 1 or None; got {deep_update_every}")
+    return [(i + 1) % deep_update_every == 0 for i in range(num_writes)]
 
 
 # --- construction and loading ------------------------------------------------------------------
@@ -521,7 +534,7 @@ def init_from_sam(model: MemSAM, sam_state_dict: Union[str, Path, Mapping[str, T
     ``ValueError``. Returns which entries were loaded, interpolated, left as they were, unused.
     """
     source = _load_file(sam_state_dict)
-    target = model.state_dict()
+    target = model.state_dict(keep_vars=True)  # the live parameters and buffers
     grid = EMBEDDING_GRID
     update: Dict[str, Tensor] = {}
     interpolated: List[str] = []
@@ -545,12 +558,15 @@ def init_from_sam(model: MemSAM, sam_state_dict: Union[str, Path, Mapping[str, T
         update[key] = value
     if not update:
         raise ValueError("No SAM entries matched MemSAM names; is this a Meta SAM state dict?")
-    result = model.load_state_dict(update, strict=False)
-    assert not result.unexpected_keys  # only names present in the model were selected
+    # Copy in place rather than load_state_dict(strict=False): that would also touch entries
+    # SAM does not have (BatchNorm fills in num_batches_tracked).
+    with torch.no_grad():
+        for key, value in update.items():
+            target[key].copy_(value)
     return SamInitReport(
         loaded=sorted(update),
         interpolated=sorted(interpolated),
-        not_set=sorted(result.missing_keys),
+        not_set=sorted(k for k in target if k not in update),
         unused=sorted(k for k in source if k not in target),
     )
 
