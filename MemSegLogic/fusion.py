@@ -7,10 +7,12 @@ a voxel covered by none is 0. Where several axes looked:
 - ``"weighted"`` (default): first, an axis other than the seed's is left out altogether when it
   does not reproduce the seed axis' mask on the seed slice(s) (Dice < 0.5 where both looked):
   the seed slice is where the user's prompt applies directly, so the seed axis is right there,
-  and an axis that disagrees on it has failed as a whole. Measured with LiteMedSAM on the
-  pyradiomics lesions (0.6 × 0.6 × 5 mm): reformats across the thick slices show a lesion a few
-  rows high, and those passes fail outright (Dice 0.02–0.29 alone; seed-slice agreement
-  0.10–0.45 against 0.75–0.93 on CTChest4's lungs, where they help). Then the mean of the
+  and an axis that disagrees on it has failed as a whole. Measured with LiteMedSAM's first
+  passes on the pyradiomics lesions (0.6 × 0.6 × 5 mm): reformats across the thick slices
+  failed outright (Dice 0.02–0.29 alone; seed-slice agreement 0.10–0.45, against 0.75–0.93 on
+  CTChest4's lungs, where they help). It is a guard, not a full test: an axis can match the
+  seed slice and fail elsewhere (lung2's I axis later: 0.92 there, 0.28 alone); such too-thin
+  axes are skipped before they run (`propagation.object_span_in_model`). Then the mean of the
   remaining axes, each weighted per slice by
   * its resolution, relative to the finest axis (smallest pixel area / its pixel area): on a
     0.7 × 0.7 × 5 mm CT the axial frames show the anatomy with 7× more pixels than the coronal
