@@ -11,7 +11,6 @@ installed yet.
 import logging
 import os
 import sys
-import time
 import traceback
 
 import ctk
@@ -188,7 +187,6 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._finish = None  # what runs on the main thread with its result
         self._what = ""
         self._queue = []  # segmentations still to run (a batch)
-        self._started = 0.0
         self._observedSegmentation = None
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
@@ -572,7 +570,6 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Poll ``task`` from the timer; ``finish(result)`` runs on the main thread when it
         succeeds and returns the status text."""
         self._task, self._finish, self._what = task, finish, what
-        self._started = time.monotonic()
         self.progressBar.value = 0
         self.statusLabel.text = _("Starting...")
         self._setRunning(True)
@@ -582,9 +579,8 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._task is None:
             self._timer.stop()
             return
-        fraction, message = self._task.poll()
-        self.progressBar.value = int(round(100 * fraction))
-        self.statusLabel.text = f"{self._what}: {message} ({time.monotonic() - self._started:.0f} s)"
+        self.progressBar.value, status = self._task.status()
+        self.statusLabel.text = f"{self._what}: {status}"
         if not self._task.done:
             return
         self._timer.stop()

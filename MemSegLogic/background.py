@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 import traceback
 from typing import Callable, Optional, Tuple
 
@@ -35,6 +36,7 @@ class BackgroundTask:
     worker's full trace for the log)."""
 
     def __init__(self, function: Callable, *args, **kwargs):
+        self.started = time.monotonic()
         self.cancel_event = threading.Event()
         self._progress: Tuple[float, str] = (0.0, "waiting for the worker")
         self._lock = threading.Lock()
@@ -55,6 +57,11 @@ class BackgroundTask:
     def poll(self) -> Tuple[float, str]:
         with self._lock:
             return self._progress
+
+    def status(self) -> Tuple[int, str]:
+        """What a progress bar and a status line show: (percent, "latest message (elapsed s)")."""
+        fraction, message = self.poll()
+        return int(round(100 * fraction)), f"{message} ({time.monotonic() - self.started:.0f} s)"
 
     @property
     def done(self) -> bool:

@@ -36,6 +36,8 @@ def test_the_caller_keeps_running_and_sees_progress(tiny_sam2_checkpoint):
     assert result.mask.shape == (6, 40, 36)
     assert polls > 1 and seen == sorted(seen) and task.poll() == (1.0, task.poll()[1])
     assert task.poll()[1].startswith("done")
+    percent, text = task.status()  # what the module's and the effect's timers show
+    assert percent == 100 and text.startswith(task.poll()[1] + " (") and text.endswith(" s)")
 
 
 def test_cancel_stops_the_run_and_returns_nothing(tiny_sam2_checkpoint):

@@ -10,7 +10,6 @@ undo apply exactly as for Slicer's own effects.
 
 import logging
 import os
-import time
 
 import qt
 import slicer
@@ -51,7 +50,6 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
         self.clicks = None
         self.task = None
-        self.taskStarted = 0.0
         self.previewNode = None
         self.previewResult = None
         self.promptNodes = {}
@@ -318,7 +316,6 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
             MemSegLogic.segment_volume, volume, prompts, model=self.scriptedEffect.parameter("Model"),
             axes=int(self.scriptedEffect.integerParameter("Axes")), memory=self.scriptedEffect.parameter("Memory"),
             preset=self.scriptedEffect.parameter("Preset") or None, device=_settingsDevice())
-        self.taskStarted = time.monotonic()
         self.timer.start()
         self._updateButtons()
 
@@ -326,9 +323,8 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
         if self.task is None:
             self.timer.stop()
             return
-        fraction, message = self.task.poll()
-        self.progressBar.value = int(round(100 * fraction))
-        self._say(f"{message} ({time.monotonic() - self.taskStarted:.0f} s)")
+        self.progressBar.value, status = self.task.status()
+        self._say(status)
         if not self.task.done:
             return
         self.timer.stop()
