@@ -18,7 +18,6 @@ Console use (Slicer's Python console)::
 from __future__ import annotations
 
 import weakref
-from typing import Optional
 
 import numpy as np
 import slicer

@@ -10,7 +10,7 @@ memory it returns the very masks stock SAM 2 returns (tested in Testing/test_med
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
