@@ -41,6 +41,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .data import dice
 from .geometry import frame_spacing, slice_stack
 
 FUSION_MODES = ("weighted", "mean", "vote")
@@ -101,11 +102,6 @@ def agreement(probabilities: Sequence[np.ndarray], axes: Sequence[int], threshol
     return scores
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    size = np.count_nonzero(a) + np.count_nonzero(b)
-    return 1.0 if size == 0 else 2.0 * np.count_nonzero(a & b) / size
-
-
 def seed_agreement(probabilities: Sequence[np.ndarray], axes: Sequence[int], seed_slices: Sequence[int],
                    threshold: float = 0.5) -> List[float]:
     """Per axis: the Dice between its mask and the seed axis' (``axes[0]``) on the seed slices of
@@ -116,7 +112,7 @@ def seed_agreement(probabilities: Sequence[np.ndarray], axes: Sequence[int], see
     for probability in probabilities[1:]:
         mine = slice_stack(probability, axes[0])[list(seed_slices)]
         looked = seed_looked & ~np.isnan(mine)
-        scores.append(_dice(looked & (np.nan_to_num(mine) > threshold), looked & (np.nan_to_num(seed_stack) > threshold)))
+        scores.append(dice(looked & (np.nan_to_num(mine) > threshold), looked & (np.nan_to_num(seed_stack) > threshold)))
     return scores
 
 
