@@ -63,6 +63,10 @@ def get_checkpoint(name: str) -> Checkpoint:
         raise CheckpointError(f"unknown model {name!r}; known models: {', '.join(_REGISTRY)}") from None
 
 
+def _as_checkpoint(name_or_checkpoint) -> Checkpoint:
+    return name_or_checkpoint if isinstance(name_or_checkpoint, Checkpoint) else get_checkpoint(name_or_checkpoint)
+
+
 def weights_dir() -> pathlib.Path:
     """Folder holding downloaded weights: ``$MEMSEG_WEIGHTS_DIR``, else the user cache."""
     configured = os.environ.get("MEMSEG_WEIGHTS_DIR")
@@ -99,8 +103,7 @@ def checkpoint_state(checkpoint: Checkpoint, check: bool = False) -> str:
         return MISSING
     if not path.is_file():
         return MISSING
-    stat = path.stat()
-    if (str(path.resolve()), stat.st_size, stat.st_mtime_ns) in _verified:
+    if _verified_key(path) in _verified:
         return VERIFIED
     if not check:
         return PRESENT
@@ -114,7 +117,7 @@ def checkpoint_state(checkpoint: Checkpoint, check: bool = False) -> str:
 def delete_checkpoint(name_or_checkpoint) -> bool:
     """Delete a downloaded checkpoint's file (and any partial download); False if there was none.
     Weights shipped inside a package are refused: they belong to that package."""
-    checkpoint = name_or_checkpoint if isinstance(name_or_checkpoint, Checkpoint) else get_checkpoint(name_or_checkpoint)
+    checkpoint = _as_checkpoint(name_or_checkpoint)
     if checkpoint.package:
         raise CheckpointError(f"{checkpoint.name} ships inside the package {checkpoint.package}; "
                               f"uninstall that package to remove it")
@@ -133,14 +136,19 @@ def sha256_of(path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-_verified: Dict[tuple, str] = {}
+_verified: Dict[tuple, str] = {}  # files hashed in this process, keyed by _verified_key
+
+
+def _verified_key(path: pathlib.Path) -> tuple:
+    """A file as verified once: the same file, size and modification time are not hashed again."""
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
 
 
 def verify(checkpoint: Checkpoint, path) -> pathlib.Path:
     """Raise `CheckpointError` unless the file's SHA-256 is the registered one."""
     path = pathlib.Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = _verified_key(path)
     digest = _verified.get(key) or sha256_of(path)
     if digest != checkpoint.sha256:
         raise CheckpointError(
@@ -154,7 +162,7 @@ def verify(checkpoint: Checkpoint, path) -> pathlib.Path:
 def ensure_checkpoint(name_or_checkpoint, download: bool = True,
                       progress: Optional[Callable[[float, str], None]] = None) -> pathlib.Path:
     """Path of a verified checkpoint file, downloading it first if needed and allowed."""
-    checkpoint = name_or_checkpoint if isinstance(name_or_checkpoint, Checkpoint) else get_checkpoint(name_or_checkpoint)
+    checkpoint = _as_checkpoint(name_or_checkpoint)
     path = expected_path(checkpoint)
     if not path.is_file():
         if not download or os.environ.get("MEMSEG_OFFLINE") == "1" or not checkpoint.url:
