@@ -392,7 +392,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             from MemSegLogic import checkpoints
 
-            models = [(_checkpointName(c), getattr(c, "description", "")) for c in checkpoints.list_checkpoints()]
+            models = [(_checkpointName(c), getattr(c, "description", "")) for c in checkpoints.list_checkpoints(checkpoints.VOLUME_ENGINES)]
         except Exception:
             logging.warning("MemSeg: could not list the models; offering only %r", DEFAULT_MODEL, exc_info=True)
         if DEFAULT_MODEL not in [name for name, _description in models]:

@@ -13,9 +13,9 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .checkpoints import get_checkpoint
+from .checkpoints import VOLUME_ENGINES, get_checkpoint, list_checkpoints
 from .engines.base import DEFAULT_MEMORY
-from .errors import InvalidPromptError
+from .errors import CheckpointError, InvalidPromptError
 from .fusion import DEFAULT_FUSION, FUSION_MODES, fuse
 from .geometry import AXIS_NAMES
 from .intensity import DEFAULT_PRESET, to_uint8
@@ -122,6 +122,10 @@ def segment_volume(
         raise ValueError(f"fusion must be one of {', '.join(FUSION_MODES)}, got {fusion!r}")
     banks = memory_banks(memory, shared=shared_memory, seed=seed)
     checkpoint = get_checkpoint(model)
+    if checkpoint.engine not in VOLUME_ENGINES:
+        raise CheckpointError(f"{checkpoint.name} is a {checkpoint.engine} checkpoint, not a 3D segmenter: use one of "
+                              f"{', '.join(c.name for c in list_checkpoints(VOLUME_ENGINES))}"
+                              + (" (MemSAM runs on cine loops: segment_sequence)" if checkpoint.engine == "memsam" else ""))
     uses_memory = checkpoint.engine == "medsam2"
     torch_device = resolve_device(device)
 

@@ -25,7 +25,7 @@ from .errors import CheckpointError
 @dataclasses.dataclass(frozen=True)
 class Checkpoint:
     name: str
-    engine: str  # "medsam2" (SAM 2 family) or "medsam-lite"
+    engine: str  # "medsam2" (SAM 2 family), "medsam-lite", "memsam", or "sam" (MemSAM's training start)
     filename: str
     sha256: str
     image_size: int
@@ -52,8 +52,12 @@ def unregister_checkpoint(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def list_checkpoints():
-    return list(_REGISTRY.values())
+VOLUME_ENGINES = ("medsam2", "medsam-lite")  # what segment_volume (and the 3D effect) can run
+
+
+def list_checkpoints(engines=None):
+    """Registered checkpoints, optionally only those of the given engines (e.g. `VOLUME_ENGINES`)."""
+    return [c for c in _REGISTRY.values() if engines is None or c.engine in engines]
 
 
 def get_checkpoint(name: str) -> Checkpoint:
@@ -180,6 +184,59 @@ def download_checkpoint(name_or_checkpoint, progress: Optional[Callable[[float, 
     return ensure_checkpoint(name_or_checkpoint, download=True, progress=Monitor(progress, cancel).report)
 
 
+# -- MemSAM: no trained weights have been published (dengxl0520/MemSAM issue #9), so its weights
+# are the user's own: trained with `memseg train-memsam` (which writes ``<file>.sha256`` beside the
+# file) or an official-layout checkpoint obtained elsewhere. ---------------------------------------
+MEMSAM_DEFAULT = "memsam"  # the weights folder's memsam.pth
+MEMSAM_FILENAME = "memsam.pth"
+SIDECAR_SUFFIX = ".sha256"
+
+
+def write_sha256_sidecar(path) -> pathlib.Path:
+    """Record a file's SHA-256 in ``<file>.sha256`` (``sha256sum`` format) so loaders can verify it."""
+    path = pathlib.Path(path)
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    sidecar.write_text(f"{sha256_of(path)}  {path.name}\n")
+    return sidecar
+
+
+def verify_sidecar(path) -> bool:
+    """True if ``<file>.sha256`` exists and matches, False if there is none; `CheckpointError`
+    if it does not match (the file changed or is incomplete)."""
+    path = pathlib.Path(path)
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    if not sidecar.is_file():
+        return False
+    recorded = sidecar.read_text().split()
+    expected = recorded[0].lower() if recorded else ""
+    key = _verified_key(path)
+    digest = _verified.get(key) or sha256_of(path)
+    if digest != expected:
+        raise CheckpointError(
+            f"{path} has SHA-256 {digest} but {sidecar.name} records {expected or 'nothing'}: the file is "
+            "corrupt, incomplete or was replaced, and was not used")
+    _verified[key] = digest
+    return True
+
+
+def resolve_memsam_weights(model=MEMSAM_DEFAULT, progress=None):
+    """(path, verified) of MemSAM weights: a registered checkpoint (engine "memsam", SHA-256
+    from the registry), ``"memsam"`` = the weights folder's memsam.pth, or a file path (both
+    verified against their ``.sha256`` sidecar when there is one)."""
+    if isinstance(model, Checkpoint) or (isinstance(model, str) and model in _REGISTRY):
+        checkpoint = _as_checkpoint(model)
+        if checkpoint.engine != "memsam":
+            raise CheckpointError(f"{checkpoint.name} is a {checkpoint.engine} checkpoint, not MemSAM weights")
+        return ensure_checkpoint(checkpoint, progress=progress), True
+    path = weights_dir() / MEMSAM_FILENAME if model == MEMSAM_DEFAULT else pathlib.Path(model).expanduser()
+    if not path.is_file():
+        raise CheckpointError(
+            f"no MemSAM weights at {path}. No trained MemSAM weights have been published; train them on "
+            f"your labelled echo loops with `memseg train-memsam DATA -o OUTDIR` and pass "
+            f"model=OUTDIR/memsam_best.pth, or copy that file (and its .sha256) to {weights_dir() / MEMSAM_FILENAME}")
+    return path, verify_sidecar(path)
+
+
 def _missing_message(checkpoint: Checkpoint, path: pathlib.Path, reason: Optional[str] = None) -> str:
     where = f"download {checkpoint.url} and place it at {path}" if checkpoint.url else f"place it at {path}"
     because = f" ({reason})" if reason else ""
@@ -261,6 +318,13 @@ for _checkpoint in (
         sha256="c92743b99f00d078bf32a3afcc38aaa9faf1c1692dffe3eaa7a90938c1991060", size_bytes=156040129,
         config="configs/sam2.1/sam2.1_hiera_t.yaml", image_size=512, license="CC-BY-SA-4.0",
         description="bowang-lab MedSAM2: SAM 2.1 Hiera-T fine-tuned at 512 px"),
+    Checkpoint(
+        name="sam-vit-b", engine="sam", filename="sam_vit_b_01ec64.pth",
+        url="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+        sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", size_bytes=375042383,
+        image_size=1024, license="Apache-2.0",
+        description="Meta SAM ViT-B: the starting point of MemSAM training (memseg train-memsam --init "
+                    "sam-vit-b); not a segmenter in MemSeg by itself"),
     _meta("sam2-hiera-tiny", "sam2_hiera_tiny.pt", _META_2_0, "configs/sam2/sam2_hiera_t.yaml",
           "65b50056e05bcb13694174f51bb6da89c894b57b75ccdf0ba6352c597c5d1125", 155906050,
           "Meta SAM 2.0 Hiera-T (natural images)"),

@@ -1,5 +1,5 @@
-"""Shared fixtures: real data (slicerio's chest CT, pyradiomics' tumour cases), a tiny random
-SAM 2 checkpoint in the official layout, and a headless Slicer scene from slicer-core."""
+"""Shared fixtures: real data (slicerio's chest CT, pyradiomics' tumour cases), tiny random
+SAM 2 and MemSAM checkpoints in the official layouts, and a headless Slicer scene from slicer-core."""
 
 from __future__ import annotations
 
@@ -67,6 +67,24 @@ def tiny_sam2_checkpoint():
         config=config, image_size=size, license="test", description="random weights for tests"), replace=True)
     yield checkpoint
     unregister_checkpoint(checkpoint.name)
+
+
+# -- a tiny MemSAM checkpoint ----------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_memsam_checkpoint():
+    """Random-weight MemSAM (`MemSAMConfig.tiny()`: small ViT, official memory widths) saved in
+    the official layout with its ``.sha256`` record, as `memseg train-memsam` writes one. Random
+    weights segment nothing in particular: tests check plumbing, geometry and metadata."""
+    import torch
+
+    from MemSegLogic.checkpoints import write_sha256_sidecar
+    from MemSegLogic.models.memsam import MemSAMConfig, build_memsam, save_memsam
+
+    torch.manual_seed(0)
+    model = build_memsam(MemSAMConfig.tiny())
+    path = save_memsam(model, pathlib.Path(os.environ["MEMSEG_WEIGHTS_DIR"]) / "tiny_memsam_random.pth")
+    write_sha256_sidecar(path)
+    return path
 
 
 # -- headless Slicer -------------------------------------------------------------------------------------

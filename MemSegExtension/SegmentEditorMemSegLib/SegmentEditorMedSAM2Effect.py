@@ -142,7 +142,7 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
             _logic()
             from MemSegLogic import checkpoints, intensity
 
-            names = [c.name for c in checkpoints.list_checkpoints()]
+            names = [c.name for c in checkpoints.list_checkpoints(checkpoints.VOLUME_ENGINES)]
             presets = list(intensity.PRESET_NAMES)
         except Exception:  # dependencies not installed yet: the MemSeg module offers to install them
             logging.warning("MemSeg: MemSegLogic is not importable yet", exc_info=True)

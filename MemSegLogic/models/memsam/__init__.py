@@ -25,6 +25,8 @@ from .model import (
     init_from_sam,
     load_memsam,
     normalize_official_state_dict,
+    official_state_dict,
+    save_memsam,
 )
 
 __all__ = [
@@ -38,4 +40,6 @@ __all__ = [
     "init_from_sam",
     "load_memsam",
     "normalize_official_state_dict",
+    "official_state_dict",
+    "save_memsam",
 ]

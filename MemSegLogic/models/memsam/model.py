@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -44,6 +44,8 @@ __all__ = [
     "build_memsam",
     "deep_update_schedule",
     "load_memsam",
+    "official_state_dict",
+    "save_memsam",
     "init_from_sam",
     "MASK_THRESHOLD",
 ]
@@ -394,25 +396,62 @@ class MemSAM(nn.Module):
             frames[:1], embeddings[:, 0], hidden, self.upsample_logits(prompt_logits), deep_update=True
         )
         # 3. every frame (frame 0 again) from memory
-        values: List[Tensor] = []
+        logits = self.propagate(frames, embeddings, keys, shrinkage, selection, list(range(time)),
+                                prompt_value, hidden, deep_updates)
+        return torch.cat(logits)
+
+    def propagate(
+        self,
+        frames: Tensor,
+        embeddings: Tensor,
+        keys: Tensor,
+        shrinkage: Tensor,
+        selection: Tensor,
+        order: Sequence[int],
+        prompt_value: Tensor,
+        hidden: Tensor,
+        deep_updates: Sequence[bool],
+        memory_frames: Optional[int] = None,
+        on_frame: Optional[Callable[[int, int], None]] = None,
+    ) -> List[Tensor]:
+        """Decode the frames ``order`` (frame indices, the prompted frame first) from memory, one
+        after the other, writing each but the last to memory. Returns logits (1 x 1 x S x S) in
+        ``order``'s order.
+
+        frames: T x 3 x S x S; embeddings ... selection: `encode_frames` of those T frames;
+        prompt_value, hidden: the value and sensory state of the prompt step; deep_updates: one
+        flag per write (``deep_update_schedule``). The first frame reads only the prompt value;
+        later ones read the written frames. ``memory_frames`` caps what is read to the first
+        written frame plus the most recent ones (XMem's working memory keeps the same two kinds);
+        ``None`` keeps every frame, as the reference does. ``on_frame(position, frame)`` is called
+        before each frame (progress, cancel).
+        """
+        if memory_frames is not None and memory_frames < 1:
+            raise ValueError(f"memory_frames must be >= 1 or None; got {memory_frames}")
+        written: List[Tuple[int, Tensor]] = []  # (frame index, value)
         outputs = []
-        for t in range(time):
-            if t == 0:
-                ref_keys, ref_shrinkage, ref_values = keys[:, :, :1], shrinkage[:, :, :1], prompt_value.unsqueeze(2)
+        for position, t in enumerate(order):
+            if on_frame is not None:
+                on_frame(position, t)
+            if position == 0:
+                ref_keys, ref_shrinkage, ref_values = keys[:, :, t : t + 1], shrinkage[:, :, t : t + 1], prompt_value.unsqueeze(2)
             else:
-                ref_keys, ref_shrinkage = keys[:, :, :t], shrinkage[:, :, :t]
-                ref_values = torch.stack(values, dim=2)
+                if memory_frames is not None and len(written) > memory_frames:
+                    written = written[:1] + written[len(written) - memory_frames + 1 :]
+                index = torch.tensor([w[0] for w in written], device=keys.device)
+                ref_keys, ref_shrinkage = keys.index_select(2, index), shrinkage.index_select(2, index)
+                ref_values = torch.stack([w[1] for w in written], dim=2)
             readout = self.read_memory(keys[:, :, t], selection[:, :, t], ref_keys, ref_shrinkage, ref_values)
             result = self.decode_from_memory(embeddings[:, t], hidden, readout)
             hidden = result.hidden
             logits = self.upsample_logits(result.low_res_logits)
             outputs.append(logits)
-            if t < time - 1:  # the last frame is never written
+            if position < len(order) - 1:  # the last frame is never written
                 value, hidden = self.encode_value(
-                    frames[t : t + 1], embeddings[:, t], hidden, logits, deep_update=deep_updates[t]
+                    frames[t : t + 1], embeddings[:, t], hidden, logits, deep_update=deep_updates[position]
                 )
-                values.append(value)
-        return torch.cat(outputs)
+                written.append((t, value))
+        return outputs
 
     forward = forward_clip
 
@@ -487,6 +526,29 @@ def normalize_official_state_dict(state_dict: Mapping[str, Tensor]) -> Dict[str,
                 f"Checkpoint entries '{key}' and '{twin}' differ; in MemSAM they are one shared module"
             )
     return out
+
+
+def official_state_dict(model: MemSAM) -> Dict[str, Tensor]:
+    """Our state dict in the reference's layout: the image encoder also under
+    ``memory.key_encoder.*`` (the reference registers that module twice), so that the official
+    code loads the file strictly too."""
+    state = dict(model.state_dict())
+    for key, value in list(state.items()):
+        if key.startswith(_ENCODER_PREFIX):
+            state[_KEY_ENCODER_PREFIX + key[len(_ENCODER_PREFIX):]] = value
+    return state
+
+
+def save_memsam(model: MemSAM, path: Union[str, Path]) -> Path:
+    """Write ``model`` in the official checkpoint layout and format (a legacy-serialised state
+    dict, as the reference's train_video.py saves), atomically: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    state = {k: v.detach().cpu() for k, v in official_state_dict(model).items()}
+    torch.save(state, partial, _use_new_zipfile_serialization=False)
+    partial.replace(path)
+    return path
 
 
 def load_memsam(
