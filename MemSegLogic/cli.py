@@ -2,10 +2,12 @@
 
     memseg segment CT.nrrd --box R,A,S,R,A,S --model medsam-lite --preset ct-chest -o lung.seg.nrrd
     memseg segment CT.nii.gz --point R,A,S --negative R,A,S --axes 3 --memory self-sorting -o mask.nii.gz
+    memseg echo A4C.dcm --point 160,120 -o lv.seq.nrrd        (x,y[,frame] in pixels of a frame)
     memseg weights list | fetch NAME | verify [NAME] | delete NAME
     memseg demo -o demo-output/
 
-Coordinates are RAS millimetres, as Slicer shows them. Points on different slices of the prompt's
+For ``segment``, coordinates are RAS millimetres, as Slicer shows them; for ``echo`` (2D+t cine
+loops) they are pixel columns and rows of a frame, with an optional frame index. Points on different slices of the prompt's
 axis become separate seeds (conditioning slices), the way a user corrects a propagation. Progress goes to stderr; a bad input exits
 with status 2 and a one-line reason.
 """
@@ -81,6 +83,74 @@ def _segment(args) -> int:
     return 0
 
 
+def _frame_point(text):
+    """x,y or x,y,frame (pixels; frame index)."""
+    values = _triple_list(text, 3, "a point (x,y,frame)") if text.count(",") == 2 else \
+        _triple_list(text, 2, "a point (x,y or x,y,frame)")
+    return values
+
+
+def _frame_box(text):
+    return _triple_list(text, 5, "a box (x0,y0,x1,y1,frame)") if text.count(",") == 4 else \
+        _triple_list(text, 4, "a box (x0,y0,x1,y1 or x0,y0,x1,y1,frame)")
+
+
+def _plane(text):
+    axis, _, index = text.partition(",")
+    if axis.upper() not in ("I", "J", "K") or not index.strip().lstrip("-").isdigit():
+        raise argparse.ArgumentTypeError(f"a plane is AXIS,INDEX with AXIS one of I, J, K; got {text!r}")
+    return axis.upper(), int(index)
+
+
+def _echo_prompt(args):
+    """One frame's prompt from --point/--negative/--box (frames given in them, else --frame)."""
+    from .errors import InvalidPromptError
+    from .sequence import frame_prompt
+
+    frame_of = lambda values, n: int(values[n]) if len(values) > n else args.frame  # noqa: E731
+    positive, negative = args.point or [], args.negative or []
+    frames = {frame_of(p, 2) for p in positive + negative} | ({frame_of(args.box, 4)} if args.box else set())
+    if len(frames) > 1:
+        raise InvalidPromptError(f"the prompt's points lie on frames {sorted(frames)}: put them all on one frame")
+    frame = frames.pop() if frames else args.frame
+    return frame_prompt(frame, positive=[p[:2] for p in positive], negative=[p[:2] for p in negative],
+                        box=args.box[:4] if args.box else None)
+
+
+def _echo(args) -> int:
+    from .cine import Cine
+    from .sequence import segment_sequence
+
+    output = str(args.output).lower()
+    if not output.endswith((".seq.nrrd", ".seq.mrb")):
+        raise MemSegError(f"the output must be a .seq.nrrd (mask sequence) or .seq.mrb (segmentation sequence "
+                          f"for Slicer), got {args.output}")
+    cine = Cine.read(args.input, plane=args.plane)
+    progress = _StderrProgress(args.quiet)
+    try:
+        result = segment_sequence(cine, _echo_prompt(args), model=args.model, device=args.device,
+                                  threshold=args.threshold, memory_frames=args.memory_frames,
+                                  deep_update_every=args.deep_update_every, seed=args.seed, progress=progress,
+                                  cancel=threading.Event())
+    finally:
+        progress.close()
+    if output.endswith(".seq.mrb"):
+        try:
+            from .mrml_sequence import writeSequenceBundle
+        except ImportError as error:
+            raise MemSegError(f"writing .seq.mrb needs Slicer's MRML libraries (pip install slicer-core): {error}; "
+                              "or write a .seq.nrrd mask sequence") from None
+        writeSequenceBundle(cine, result, args.output, segmentName=args.segment_name)
+    else:
+        result.mask_cine().write(args.output)
+    if not args.quiet:
+        label = " (zero-shot: not trained on cine loops)" if result.zero_shot else ""
+        print(f"{args.output}: {cine.n_frames} frames from frame {result.prompt_frame}, "
+              f"{int(result.masks.sum())} pixels ({result.model}{label} on {result.device}, {result.seconds:.1f} s)",
+              file=sys.stderr)
+    return 0
+
+
 def _weights(args) -> int:
     if args.action == "list":
         for checkpoint in checkpoints.list_checkpoints():
@@ -126,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .fusion import DEFAULT_FUSION, FUSION_MODES
     from .intensity import PRESET_NAMES
 
-    parser = argparse.ArgumentParser(prog="memseg", description="One-prompt 3D segmentation (MedSAM-2, LiteMedSAM).")
+    parser = argparse.ArgumentParser(prog="memseg", description="One-prompt 3D and 2D+t segmentation (MedSAM-2, LiteMedSAM, MemSAM).")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -158,6 +228,28 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--seed", type=int, default=0, help="random seed of the memory bank's resampling")
     segment.set_defaults(run=_segment)
 
+    echo = commands.add_parser("echo", help="segment a 2D+t cine loop (echocardiography) from one prompted frame")
+    echo.add_argument("input", help="cine: .seq.nrrd, multi-frame DICOM, or a 3D NRRD/NIfTI with time last")
+    echo.add_argument("-o", "--output", required=True,
+                      help="OUT.seq.nrrd (a mask per frame) or OUT.seq.mrb (Slicer segmentation sequence)")
+    echo.add_argument("--point", type=_frame_point, action="append", metavar="X,Y[,FRAME]",
+                      help="positive point: pixel column, row (and frame; default --frame); repeatable")
+    echo.add_argument("--negative", type=_frame_point, action="append", metavar="X,Y[,FRAME]", help="negative point")
+    echo.add_argument("--box", type=_frame_box, metavar="X0,Y0,X1,Y1[,FRAME]", help="box around the structure")
+    echo.add_argument("--frame", type=int, default=0, help="frame of prompts given without one (default 0)")
+    echo.add_argument("--plane", type=_plane, metavar="AXIS,INDEX", help="for 3D+t files: the plane to follow")
+    echo.add_argument("--model", default="memsam",
+                      help="memsam (weights folder's memsam.pth), a MemSAM checkpoint file, or a SAM 2 / "
+                           "MedSAM-2 / medsam-lite name for zero-shot propagation")
+    echo.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    echo.add_argument("--threshold", type=float, default=None, help="default 0.6 for MemSAM, 0.5 otherwise")
+    echo.add_argument("--memory-frames", type=int, default=None, help="MemSAM frames read from memory (default 16)")
+    echo.add_argument("--deep-update-every", type=int, default=None,
+                      help="refresh MemSAM's sensory memory every k-th frame (default: the reference's seeded draws)")
+    echo.add_argument("--seed", type=int, default=1234, help="seed of MemSAM's deep-update draws")
+    echo.add_argument("--segment-name", default="MemSeg", help="segment name in a .seq.mrb output")
+    echo.set_defaults(run=_echo)
+
     weights = commands.add_parser("weights", help="list, download, verify or delete model checkpoints")
     weights.add_argument("action", choices=["list", "fetch", "verify", "delete"])
     weights.add_argument("names", nargs="*", help="checkpoint names")
@@ -171,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COORDINATE_OPTIONS = ("--point", "--negative", "--box")
+_COORDINATE_OPTIONS = ("--point", "--negative", "--box")  # RAS values may start with a minus
 
 
 def _attach_negative_coordinates(argv):

@@ -16,9 +16,9 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .checkpoints import MEMSAM_DEFAULT, Checkpoint, get_checkpoint, _REGISTRY
+from .checkpoints import _REGISTRY, MEMSAM_DEFAULT, VOLUME_ENGINES, Checkpoint, get_checkpoint
 from .cine import Cine
-from .errors import InvalidPromptError
+from .errors import CheckpointError, InvalidPromptError
 from .geometry import AXIS_NAMES
 from .progress import Monitor, ProgressCallback
 from .prompt import Prompt
@@ -107,6 +107,9 @@ def segment_sequence(
     grid = cine.time_volume()
     prompt.check(grid)
     checkpoint = _registered(model)
+    if checkpoint is not None and checkpoint.engine not in VOLUME_ENGINES + ("memsam",):
+        raise CheckpointError(f"{checkpoint.name} is a {checkpoint.engine} checkpoint, not MemSAM weights nor a "
+                              "model that can propagate through frames")
     torch_device = resolve_device(device)
     try:
         if checkpoint is not None and checkpoint.engine != "memsam":
@@ -163,9 +166,11 @@ def _check_threshold(threshold: float) -> float:
 
 
 def _model_range(gray: np.ndarray) -> np.ndarray:
-    """Grey frames as MemSAM's 0..255 input: 8-bit data as it is (echo loops are 8-bit, as were
-    the training frames); other ranges stretched from the 0.5th to the 99.5th percentile."""
-    if gray.min() >= 0 and gray.max() <= 255 and np.all(np.mod(gray, 1) == 0):
+    """Grey frames as MemSAM's 0..255 input. Frames already in 0..255 (8-bit echo, and its luma)
+    go in as they are, as the training frames did; other ranges (16-bit, 0..1 floats, negative
+    values) are stretched from the 0.5th to the 99.5th percentile."""
+    low, high = float(gray.min()), float(gray.max())
+    if low >= 0.0 and 1.0 < high <= 255.0:
         return gray
     from .intensity import to_uint8
 
