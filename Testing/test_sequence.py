@@ -187,3 +187,27 @@ def test_memsam_weights_missing_corrupt_or_foreign(phantom, tiny_memsam_checkpoi
         segment_sequence(phantom, prompt, model=foreign)
     with pytest.raises(CheckpointError, match="not MemSAM weights|sam checkpoint"):
         segment_sequence(phantom, prompt, model="sam-vit-b")
+
+
+def test_cli_echo_writes_a_mask_sequence_on_the_cine_grid(tiny_memsam_checkpoint, tmp_path, capsys):
+    from MemSegLogic.cli import main
+
+    frames = _beating_ellipse(frames=3, height=120, width=100).astype(np.uint8)
+    oblique = np.array([[0.0, -0.4, 0.1, 12.0], [-0.3, 0.0, 0.2, -7.0], [0.0, 0.1, -0.9, 3.5], [0, 0, 0, 1]])
+    cine = Cine(frames, oblique, ("0", "0.04", "0.08"), "time", "s")
+    source = tmp_path / "loop.seq.nrrd"
+    cine.write(source)
+    output = tmp_path / "lv.seq.nrrd"
+    status = main(["-q", "echo", str(source), "--point", "46,61,1", "--model", str(tiny_memsam_checkpoint),
+                   "-o", str(output)])
+    assert status == 0
+    written = Cine.read(output)
+    expected = segment_sequence(cine, frame_prompt(1, positive=[(46, 61)]), model=tiny_memsam_checkpoint,
+                                device="cpu")
+    np.testing.assert_array_equal(written.frames, expected.masks)
+    np.testing.assert_allclose(written.ijk_to_ras, oblique, atol=1e-9)
+    assert written.index_values == ("0", "0.04", "0.08") and (written.index_name, written.index_unit) == ("time", "s")
+
+    assert main(["echo", str(source), "--point", "46,61,0", "--point", "40,50,2", "-o", str(output)]) == 2
+    assert "frames [0, 2]" in capsys.readouterr().err
+    assert main(["echo", str(source), "--point", "46,61", "-o", str(tmp_path / "lv.nii.gz")]) == 2
