@@ -9,7 +9,7 @@ import os
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
 
-EFFECT_SOURCES = ("SegmentEditorMedSAM2Effect.py",)
+EFFECT_SOURCES = ("SegmentEditorMedSAM2Effect.py", "SegmentEditorMemSAMEffect.py")
 
 
 class SegmentEditorMemSeg(ScriptedLoadableModule):
@@ -20,7 +20,8 @@ class SegmentEditorMemSeg(ScriptedLoadableModule):
         self.parent.dependencies = ["Segmentations"]
         self.parent.contributors = ["MemSeg team"]
         self.parent.hidden = True
-        self.parent.helpText = "Registers MemSeg's Segment Editor effects (MedSAM-2 one-prompt 3D segmentation)."
+        self.parent.helpText = ("Registers MemSeg's Segment Editor effects: MedSAM-2 (one-prompt 3D segmentation) "
+                                "and MemSAM (cine) (one-prompt 2D+t segmentation of echo loops).")
         self.parent.acknowledgementText = "Built on Meta's SAM 2 and the MedSAM-2 method."
         slicer.app.connect("startupCompleted()", self.registerEditorEffects)
 

@@ -46,6 +46,7 @@ class SequenceResult:
     zero_shot: bool  # True: a model not trained on cine loops, propagating frame to frame
     memory_frames: Optional[int] = None  # MemSAM's read-memory cap (None: every frame)
     weights_verified: bool = True  # False: MemSAM weights without a .sha256 record to check
+    segment_id: Optional[str] = None  # set when recorded into a Slicer segmentation sequence
 
     def mask_cine(self) -> Cine:
         return Cine(self.masks, self.ijk_to_ras.copy(), self.index_values, self.index_name, self.index_unit)
@@ -69,6 +70,21 @@ def frame_prompt(frame: int, positive: Sequence = (), negative: Sequence = (), b
     with_frame = lambda points: [(float(x), float(y), frame) for x, y in np.asarray(points, float).reshape(-1, 2)]  # noqa: E731
     corners = None if box is None else with_frame(np.asarray(box, float).reshape(2, 2))
     return Prompt.from_points(with_frame(positive), with_frame(negative), axis="K", box=corners)
+
+
+def prompt_on_frame(prompt: Prompt, frame: int) -> Prompt:
+    """A prompt placed on one frame shown as a single-slice volume (what a click on Slicer's
+    proxy volume gives: axis K, slice 0) moved to frame ``frame`` of the cine."""
+    if prompt.axis != TIME_AXIS:
+        raise InvalidPromptError(
+            "the prompt lies across the frame, not on it: click in a slice view that shows the frame face-on")
+    points = np.array(prompt.points, dtype=np.float64).reshape(-1, 3)
+    points[:, TIME_AXIS] = frame
+    box = None
+    if prompt.box is not None:
+        box = np.array(prompt.box, dtype=np.float64)
+        box[:, TIME_AXIS] = frame
+    return dataclasses.replace(prompt, slice_index=int(frame), points=points, box=box)
 
 
 def segment_sequence(

@@ -173,7 +173,9 @@ def test_self_test_and_metadata_registered(repo_build):
     assert re.search(r"^scripted_modules .*\bMemSeg\b", summary, re.M)
     assert re.search(r"^scripted_modules .*\bSegmentEditorMemSeg\b", summary, re.M)
     effects = repo_build / QT_SCRIPTED_MODULES / "SegmentEditorMemSegLib"
-    assert (effects / "SegmentEditorMedSAM2Effect.py").is_file() and (effects / "SegmentEditorMedSAM2Effect.png").is_file()
+    for effect in ("SegmentEditorMedSAM2Effect", "SegmentEditorMemSAMEffect"):
+        assert (effects / f"{effect}.py").is_file() and (effects / f"{effect}.png").is_file()
+    assert (effects / "PromptMarkers.py").is_file()
     assert re.search(r"^python_unittests .*\bpy_MemSeg\b", summary, re.M)
     description = (repo_build / "MemSeg.s4ext").read_text(encoding="utf-8")
     assert "depends PyTorch" in description
@@ -191,7 +193,8 @@ def test_self_test_and_metadata_registered(repo_build):
     "missing",
     ["MemSegExtension/MemSeg.py", "Resources/Icons/MemSeg.png", "Resources/requirements.txt",
      "MemSegExtension/SegmentEditorMemSegLib/SegmentEditorMedSAM2Effect.py",
-     "MemSegExtension/SegmentEditorMemSegLib/SegmentEditorMedSAM2Effect.png"],
+     "MemSegExtension/SegmentEditorMemSegLib/SegmentEditorMedSAM2Effect.png",
+     "MemSegExtension/SegmentEditorMemSegLib/SegmentEditorMemSAMEffect.py"],
 )
 def test_configure_fails_when_listed_file_is_missing(tmp_path, missing):
     source = _copy_sources(tmp_path / "src")
@@ -328,6 +331,36 @@ def test_effect_follows_the_scripted_effect_pattern_and_applies_once_undoably():
     assert calls.index("saveStateForUndo") < calls.index("modifySelectedSegmentByLabelmap")
     registering = (REPO / "MemSegExtension" / "SegmentEditorMemSeg.py").read_text(encoding="utf-8")
     assert '"startupCompleted()"' in registering and "SegmentEditorMedSAM2Effect.py" in registering
+
+
+def test_cine_effect_runs_on_the_worker_and_records_through_the_sequence_adapter():
+    """The MemSAM (cine) effect: the editor's hooks exist; Segment all frames starts a
+    BackgroundTask of segment_sequence (no processEvents loop, nothing computed on the UI thread)
+    and the finished task is written by mrml_sequence.writeSequenceResult, with the editor's
+    parameter node so masking and overwrite apply."""
+    path = REPO / "MemSegExtension" / "SegmentEditorMemSegLib" / "SegmentEditorMemSAMEffect.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    (effect,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SegmentEditorMemSAMEffect"]
+    assert [b.id for b in effect.bases] == ["AbstractScriptedSegmentEditorEffect"]
+    methods = {n.name: n for n in effect.body if isinstance(n, ast.FunctionDef)}
+    for hook in ("clone", "icon", "helpText", "setupOptionsFrame", "createCursor", "setMRMLDefaults",
+                 "updateGUIFromMRML", "updateMRMLFromGUI", "processInteractionEvents", "activate",
+                 "deactivate", "cleanup"):
+        assert hook in methods, f"the cine effect lacks {hook}()"
+
+    def called(method):
+        return [n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
+                for n in ast.walk(methods[method]) if isinstance(n, ast.Call)]
+
+    for name in methods:
+        assert "processEvents" not in called(name) and "segmentSequence" not in called(name), name
+    assert "BackgroundTask" in called("onApply") and "cineFromBrowser" in called("onApply")
+    assert "segment_sequence" in ast.unparse(methods["onApply"])
+    assert {"result", "writeSequenceResult"} <= set(called("_pollTask"))
+    assert "parameterSetNode" in ast.unparse(methods["_pollTask"])  # the editor node goes to the write
+    assert "cancel" in called("onCancel")
+    registering = (REPO / "MemSegExtension" / "SegmentEditorMemSeg.py").read_text(encoding="utf-8")
+    assert "SegmentEditorMemSAMEffect.py" in registering
 
 
 # --------------------------------------------------------------------------

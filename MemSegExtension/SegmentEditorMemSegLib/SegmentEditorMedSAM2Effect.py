@@ -15,6 +15,7 @@ import qt
 import slicer
 import vtk
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
+from SegmentEditorMemSegLib.PromptMarkers import PromptMarkers, SliceViewClicks, settingsDevice
 
 __all__ = ["SegmentEditorMedSAM2Effect"]
 
@@ -52,8 +53,8 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
         self.task = None
         self.previewNode = None
         self.previewResult = None
-        self.promptNodes = {}
-        self.boxStart = None
+        self.markers = PromptMarkers()
+        self.mouse = SliceViewClicks()
         self.timer = qt.QTimer()
         self.timer.setInterval(100)
         self.timer.connect("timeout()", self._pollTask)
@@ -185,7 +186,7 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
 
     def deactivate(self):
         self.onCancel()
-        self._removePromptNodes()
+        self.markers.clear()
 
     def cleanup(self):
         self.timer.stop()
@@ -193,26 +194,18 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
 
     # ---------------------------------------------------------------------- interaction
     def processInteractionEvents(self, callerInteractor, eventId, viewWidget):
-        if viewWidget.className() != "qMRMLSliceWidget" or self.task is not None:
+        if viewWidget.className() != "qMRMLSliceWidget":
+            return False
+        if eventId == vtk.vtkCommand.KeyPressEvent:  # also while running: Esc cancels
+            return self._onKey(callerInteractor.GetKeySym())
+        if self.task is not None:
             return False
         sliceNode = viewWidget.sliceLogic().GetSliceNode()
-        xy = callerInteractor.GetEventPosition()
-        if eventId == vtk.vtkCommand.LeftButtonPressEvent:
+        consumed, click = self.mouse.event(callerInteractor, eventId, self.negativeCheckBox.checked)
+        if click is not None:
             self.lastSliceNode = sliceNode
-            if callerInteractor.GetControlKey():
-                self.boxStart = xy
-                return True
-            negative = bool(callerInteractor.GetShiftKey()) or self.negativeCheckBox.checked
-            self._addClick(sliceNode, positive=[] if negative else [xy], negative=[xy] if negative else [])
-            return True
-        if eventId == vtk.vtkCommand.LeftButtonReleaseEvent and self.boxStart is not None:
-            start, self.boxStart = self.boxStart, None
-            if abs(start[0] - xy[0]) > 2 and abs(start[1] - xy[1]) > 2:
-                self._addClick(sliceNode, box=[start, xy])
-            return True
-        if eventId == vtk.vtkCommand.KeyPressEvent:
-            return self._onKey(callerInteractor.GetKeySym())
-        return False
+            self._addClick(sliceNode, **click)
+        return consumed
 
     def _onKey(self, key):
         actions = {"p": self.onPreview, "P": self.onPreview, "Return": self.onApply, "KP_Enter": self.onApply,
@@ -234,41 +227,9 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
         except Exception as error:
             self._say(str(error))
             return
-        self._showClick(sliceNode, positive, negative, box)
+        self.markers.show(sliceNode, positive, negative, box)
         self._say("Prompt ready: Preview (P) or add more clicks.")
         self._updateButtons()
-
-    def _showClick(self, sliceNode, positive, negative, box):
-        """Markups that show the prompt in every view (green object, red background, box)."""
-        xyToRAS = sliceNode.GetXYToRAS()
-        toRAS = lambda xy: xyToRAS.MultiplyPoint([xy[0], xy[1], 0.0, 1.0])[:3]  # noqa: E731
-        for points, key, color in ((positive, "positive", (0.1, 0.9, 0.2)), (negative, "negative", (0.9, 0.1, 0.1))):
-            for xy in points:
-                node = self._promptNode(key, "vtkMRMLMarkupsFiducialNode", color)
-                node.AddControlPoint(*toRAS(xy))
-        if box is not None:
-            node = self._promptNode(f"box{len(self.promptNodes)}", "vtkMRMLMarkupsROINode", (0.9, 0.8, 0.1))
-            a, b = toRAS(box[0]), toRAS(box[1])
-            node.SetXYZ(*[(p + q) / 2.0 for p, q in zip(a, b)])
-            node.SetSize(*[max(abs(p - q), 0.5) for p, q in zip(a, b)])
-
-    def _promptNode(self, key, className, color):
-        node = self.promptNodes.get(key)
-        if node is None or node.GetScene() is None:
-            node = slicer.mrmlScene.AddNewNodeByClass(className, f"MemSeg {key}")
-            node.SetHideFromEditors(True)
-            node.SetLocked(True)  # the prompt is edited through the effect, not by dragging
-            node.CreateDefaultDisplayNodes()
-            node.GetDisplayNode().SetSelectedColor(*color)
-            node.GetDisplayNode().SetPointLabelsVisibility(False)
-            self.promptNodes[key] = node
-        return node
-
-    def _removePromptNodes(self):
-        for node in self.promptNodes.values():
-            if node.GetScene() is not None:
-                slicer.mrmlScene.RemoveNode(node)
-        self.promptNodes = {}
 
     # ---------------------------------------------------------------------- actions
     def onSeedFromSegment(self):
@@ -283,7 +244,7 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
         except Exception as error:
             self._say(str(error))
             return
-        self._removePromptNodes()
+        self.markers.clear()
         self._say("The segment's cross-section on this slice is the prompt: Preview (P).")
         self._updateButtons()
 
@@ -295,7 +256,7 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
     def onClearPrompt(self):
         if self.clicks is not None:
             self.clicks.clear()
-        self._removePromptNodes()
+        self.markers.clear()
         self._discardPreview()
         self._say("Prompt cleared. Click on the object in a slice view.")
         self._updateButtons()
@@ -315,7 +276,7 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
         self.task = background.BackgroundTask(
             MemSegLogic.segment_volume, volume, prompts, model=self.scriptedEffect.parameter("Model"),
             axes=int(self.scriptedEffect.integerParameter("Axes")), memory=self.scriptedEffect.parameter("Memory"),
-            preset=self.scriptedEffect.parameter("Preset") or None, device=_settingsDevice())
+            preset=self.scriptedEffect.parameter("Preset") or None, device=settingsDevice())
         self.timer.start()
         self._updateButtons()
 
@@ -359,7 +320,7 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
             labelmap, slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeSet)
         self._discardPreview()
         self.clicks.clear()
-        self._removePromptNodes()
+        self.markers.clear()
         self._say("Applied (Undo reverts it). Click to segment another object.")
         self._updateButtons()
 
@@ -390,9 +351,3 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
         for widget in (self.modelCombo, self.axesCombo, self.memoryCombo, self.presetCombo, self.maskSeedButton):
             widget.enabled = not running
 
-
-def _settingsDevice():
-    """The device chosen in the MemSeg module's settings (auto: CUDA, then MPS, then CPU)."""
-    import MemSeg
-
-    return slicer.util.settingsValue(MemSeg.DEVICE_SETTING, "auto")
