@@ -1,0 +1,100 @@
+"""What the MemSAM (cine) Segment Editor effect does, without Qt, on real MRML nodes (slicer-core)
+and the real MemSAM code (tiny random weights): a click in a slice view showing the browser's
+proxy volume on frame f -> a prompt on frame f of the cine -> segment_sequence on MemSeg's worker
+thread -> recorded as a segmentation sequence in the same browser."""
+
+import numpy as np
+import pytest
+
+from MemSegLogic.cine import Cine
+
+slicer = pytest.importorskip("slicer")
+
+def _oblique_flipped(spacing=(0.3, 0.3, 1.0), origin=(40.0, -12.0, 7.5)) -> np.ndarray:
+    """A frame's IJK->RAS rotated 20 degrees about an oblique axis, columns flipped (like the
+    diag(-1, -1, 1) of a DICOM cine): clicks must land on the pixel under the cursor anyway."""
+    axis = np.array([0.3, 0.5, 0.8]) / np.linalg.norm([0.3, 0.5, 0.8])
+    angle = np.radians(20.0)
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation @ np.diag([-spacing[0], spacing[1], spacing[2]])
+    matrix[:3, 3] = origin
+    return matrix
+
+
+FRAME_TO_RAS = _oblique_flipped()
+
+
+def _frames(count=4, height=48, width=64):
+    yy, xx = np.mgrid[0:height, 0:width]
+    frames = []
+    for t in range(count):
+        blob = ((yy - 24) / (14 - t)) ** 2 + ((xx - 30) / (18 - t)) ** 2 <= 1
+        frames.append(np.where(blob, 200, 40) + (xx % 7))
+    return np.stack(frames).astype(np.uint8)
+
+
+def _view_of(scene, volume_node):
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    view = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    view.SetDimensions(400, 300, 1)
+    view.SetFieldOfView(40.0, 30.0, 1.0)
+    view.SetOrientation("Axial")
+    view.RotateToVolumePlane(volume_node)  # shows the frame face-on, as Slicer does for a 2D cine
+    return view
+
+
+def _xy(view, ijk_to_ras, ijk):
+    xy_to_ras = np.array([[view.GetXYToRAS().GetElement(r, c) for c in range(4)] for r in range(4)])
+    return (np.linalg.inv(xy_to_ras) @ (ijk_to_ras @ np.append(ijk, 1.0)))[:2]
+
+
+def test_click_on_the_frame_shown_segments_every_frame_on_the_worker(slicer_scene, tiny_memsam_checkpoint):
+    from MemSegLogic.background import BackgroundTask
+    from MemSegLogic.mrml import promptFromSliceView, segmentEditorNode
+    from MemSegLogic.mrml_sequence import addCineSequence, cineFromBrowser, writeSequenceResult
+    from MemSegLogic.sequence import prompt_on_frame, segment_sequence
+    from MemSegLogic.slice_view import ClickedPrompt
+
+    cine = Cine(_frames(), FRAME_TO_RAS, ("0", "0.02", "0.04", "0.06"), "time", "s")
+    browser = addCineSequence(cine, slicer_scene, "echo")
+    master = browser.GetMasterSequenceNode()
+    proxy = browser.GetProxyNode(master)
+    browser.SetSelectedItemNumber(2)  # the user shows frame 2 and clicks on the blob there
+    view = _view_of(slicer_scene, proxy)
+    view.JumpSliceByOffsetting(*FRAME_TO_RAS[:3, 3])
+
+    clicks = ClickedPrompt()
+    frame = browser.GetSelectedItemNumber()
+    clicks.add(prompt_on_frame(promptFromSliceView(proxy, view, positiveXY=[_xy(view, FRAME_TO_RAS, [30, 24, 0])]),
+                               frame))
+    clicks.add(prompt_on_frame(promptFromSliceView(proxy, view, negativeXY=[_xy(view, FRAME_TO_RAS, [60, 3, 0])]),
+                               frame))
+    (prompt,) = clicks.prompts()
+    assert (prompt.axis, prompt.slice_index) == (2, 2)
+    np.testing.assert_allclose(prompt.points, [[30, 24, 2], [60, 3, 2]], atol=1e-6)  # the pixels clicked
+    assert list(prompt.labels) == [1, 0]
+
+    segmentation = slicer_scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segment_id = segmentation.GetSegmentation().AddEmptySegment("LV", "LV")
+    frames = cineFromBrowser(browser, referenceNode=segmentation)  # read on the main thread
+    task = BackgroundTask(segment_sequence, frames, prompt, model=tiny_memsam_checkpoint, device="cpu")
+    result = task.result(timeout=600)
+    assert result.prompt_frame == 2 and result.masks.shape == (4, 48, 64)
+
+    writeSequenceResult(result, browser, segmentation, segment_id, segmentEditorNode(slicer_scene))
+    recorded = [n for n in slicer_scene.GetNodesByClass("vtkMRMLSequenceNode")
+                if browser.IsSynchronizedSequenceNode(n) and n is not master]
+    assert len(recorded) == 1 and recorded[0].GetNumberOfDataNodes() == 4
+    assert [recorded[0].GetNthIndexValue(i) for i in range(4)] == ["0", "0.02", "0.04", "0.06"]
+    assert browser.GetSelectedItemNumber() == 2  # the user's frame is on show again
+
+
+def test_a_click_across_the_frame_is_refused(slicer_scene):
+    from MemSegLogic.errors import InvalidPromptError
+    from MemSegLogic.prompt import Prompt
+    from MemSegLogic.sequence import prompt_on_frame
+
+    with pytest.raises(InvalidPromptError, match="face-on"):
+        prompt_on_frame(Prompt.from_points([(0, 10, 10)], axis="I"), 1)
