@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import urllib.parse
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -219,8 +220,18 @@ def _read_sequence_nrrd(path: pathlib.Path, plane) -> Cine:
         raise _need_plane(frames.shape[1:4])
     else:
         frames, ijk_to_ras = select_plane(frames, ijk_to_ras, plane)
-    return Cine(np.ascontiguousarray(frames), ijk_to_ras, tuple(sequence.get("indexValues") or ()),
+    values = sequence.get("indexValues") or ()
+    if colour and _SLICER_COLOUR_INDEX_VALUES in volume:  # a colour sequence Slicer wrote (see below)
+        values = [urllib.parse.unquote(v) for v in str(volume[_SLICER_COLOUR_INDEX_VALUES]).split(" ") if v]
+    return Cine(np.ascontiguousarray(frames), ijk_to_ras, tuple(values),
                 sequence.get("indexName") or "frame", sequence.get("indexUnit") or "")
+
+
+# Slicer numbers the index axis of a colour (5D) sequence without its component axis: its
+# vtkMRMLVolumeSequenceStorageNode writes and reads "axis 3 index values" where slicerio uses the
+# NRRD axis number, "axis 4". Both keys are written, and Slicer's is read back.
+_SLICER_COLOUR_INDEX_VALUES = "axis 3 index values"
+_SLICER_COLOUR_INDEX_TYPE = "axis 3 index type"
 
 
 def _write_sequence_nrrd(cine: Cine, path: pathlib.Path) -> None:
@@ -235,9 +246,15 @@ def _write_sequence_nrrd(cine: Cine, path: pathlib.Path) -> None:
     if cine.is_color:
         volume["component"] = {"kind": "RGB-color" if frames.shape[-1] == 3 else "RGBA-color",
                                "label": None, "unit": None}
+    index_type = "numeric" if _numeric(cine.index_values) else "text"
     volume["sequence"] = {"indexName": cine.index_name, "indexUnit": cine.index_unit,
-                          "indexType": "numeric" if _numeric(cine.index_values) else "text",
-                          "indexValues": list(cine.index_values)}
+                          "indexType": index_type, "indexValues": list(cine.index_values)}
+    # Slicer makes a vector volume of each frame from this, and reads colour index values from
+    # its own axis numbering (see _SLICER_COLOUR_INDEX_VALUES)
+    volume["DataNodeClassName"] = "vtkMRMLVectorVolumeNode" if cine.is_color else "vtkMRMLScalarVolumeNode"
+    if cine.is_color:
+        volume[_SLICER_COLOUR_INDEX_TYPE] = index_type
+        volume[_SLICER_COLOUR_INDEX_VALUES] = " ".join(urllib.parse.quote(str(v), safe="") for v in cine.index_values)
     slicerio.write_volume(str(path), volume)
 
 
@@ -295,6 +312,15 @@ def _read_dicom_cine(path: pathlib.Path) -> Cine:
     except Exception as error:  # pydicom raises many types for unreadable / undecodable files
         raise InvalidVolumeError(f"cannot read DICOM {path}: {error}") from None
     samples = int(dataset.get("SamplesPerPixel", 1))
+    if dataset.get("PhotometricInterpretation") == "PALETTE COLOR":
+        # The pixels are indices into a colour table, not intensities: show the colours (as
+        # Slicer's DICOM readers do), 16-bit table entries reduced to 8 bits.
+        from pydicom.pixels import apply_color_lut
+
+        pixels = apply_color_lut(pixels, dataset)
+        if pixels.dtype == np.uint16:
+            pixels = (pixels >> 8).astype(np.uint8)
+        samples = 3
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     if frames == 1:
         pixels = pixels[np.newaxis]
@@ -310,8 +336,9 @@ def _read_dicom_cine(path: pathlib.Path) -> Cine:
 
 
 def _dicom_pixel_spacing(dataset) -> Tuple[float, float]:
-    regions = dataset.get("SequenceOfUltrasoundRegions") or []
-    tissue = [r for r in regions if r.get("RegionSpatialFormat") == 1]
+    # Slicer's rule: an ultrasound image with a single region, 2D, of tissue or colour flow data
+    regions = (dataset.get("SequenceOfUltrasoundRegions") or []) if dataset.get("Modality") == "US" else []
+    tissue = [r for r in regions if r.get("RegionSpatialFormat") == 1 and r.get("RegionDataType") in (1, 2)]
     if len(regions) == 1 and len(tissue) == 1:
         region = tissue[0]
         if region.get("PhysicalUnitsXDirection") == 3 and region.get("PhysicalUnitsYDirection") == 3:  # cm

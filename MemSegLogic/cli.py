@@ -122,9 +122,9 @@ def _echo(args) -> int:
     from .sequence import segment_sequence
 
     output = str(args.output).lower()
-    if not output.endswith((".seq.nrrd", ".seq.mrb")):
-        raise MemSegError(f"the output must be a .seq.nrrd (mask sequence) or .seq.mrb (segmentation sequence "
-                          f"for Slicer), got {args.output}")
+    if not output.endswith((".seq.nrrd", ".mrb")):
+        raise MemSegError(f"the output must be a .seq.nrrd (mask sequence), .seq.mrb (segmentation sequence) or "
+                          f".mrb (Slicer scene: the cine with the masks over it), got {args.output}")
     cine = Cine.read(args.input, plane=args.plane)
     progress = _StderrProgress(args.quiet)
     try:
@@ -134,11 +134,11 @@ def _echo(args) -> int:
                                   cancel=threading.Event())
     finally:
         progress.close()
-    if output.endswith(".seq.mrb"):
+    if output.endswith(".mrb"):
         try:
             from .mrml_sequence import writeSequenceBundle
         except ImportError as error:
-            raise MemSegError(f"writing .seq.mrb needs Slicer's MRML libraries (pip install slicer-core): {error}; "
+            raise MemSegError(f"writing .mrb files needs Slicer's MRML libraries (pip install slicer-core): {error}; "
                               "or write a .seq.nrrd mask sequence") from None
         writeSequenceBundle(cine, result, args.output, segmentName=args.segment_name)
     else:
@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     echo = commands.add_parser("echo", help="segment a 2D+t cine loop (echocardiography) from one prompted frame")
     echo.add_argument("input", help="cine: .seq.nrrd, multi-frame DICOM, or a 3D NRRD/NIfTI with time last")
     echo.add_argument("-o", "--output", required=True,
-                      help="OUT.seq.nrrd (a mask per frame) or OUT.seq.mrb (Slicer segmentation sequence)")
+                      help="OUT.seq.nrrd (a mask per frame), OUT.seq.mrb (Slicer segmentation sequence) or OUT.mrb "
+                           "(Slicer scene: the cine and its segmentation sequence in one browser)")
     echo.add_argument("--point", type=_frame_point, action="append", metavar="X,Y[,FRAME]",
                       help="positive point: pixel column, row (and frame; default --frame); repeatable")
     echo.add_argument("--negative", type=_frame_point, action="append", metavar="X,Y[,FRAME]", help="negative point")

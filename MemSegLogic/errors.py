@@ -18,6 +18,11 @@ class InvalidPromptError(MemSegError, ValueError):
     """The seed prompt is empty, outside the volume, or malformed."""
 
 
+class SequenceBrowserError(MemSegError, ValueError):
+    """A Slicer sequence browser or segmentation cannot take a result as set up (recording, another
+    sequence's result, a segmentation driven by another browser)."""
+
+
 class CheckpointError(MemSegError):
     """Model weights are missing, corrupt, or unknown."""
 

@@ -8,7 +8,6 @@ import pathlib
 import sys
 import tempfile
 
-import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -90,33 +89,12 @@ def tiny_memsam_checkpoint():
 # -- headless Slicer -------------------------------------------------------------------------------------
 def _headless_scene():
     """An MRML scene with the module logics the Slicer application would register, and the
-    ``slicer.mrmlScene`` / ``slicer.app`` / ``slicer.modules`` shims `slicer.util` expects."""
-    from types import SimpleNamespace
+    ``slicer.mrmlScene`` / ``slicer.app`` / ``slicer.modules`` shims `slicer.util` expects
+    (`MemSegLogic.mrml_sequence.headlessScene`; imported here so that a missing slicer-core only
+    skips the tests that need it)."""
+    from MemSegLogic.mrml_sequence import headlessScene
 
-    import slicer
-    import vtk
-
-    scene = slicer.vtkMRMLScene()
-    app = slicer.vtkSlicerApplicationLogic()
-    app.SetMRMLScene(scene)
-    app.GetColorLogic().SetMRMLScene(scene)
-    app.GetColorLogic().AddDefaultColorNodes()
-    app.SetModuleLogic("Colors", app.GetColorLogic())
-    app.SetSliceLogics(vtk.vtkCollection())
-    app.SetViewLogics(vtk.vtkCollection())
-    logics = {}
-    for name, logic in (("Volumes", slicer.vtkSlicerVolumesLogic()),
-                        ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic()),
-                        ("Sequences", slicer.vtkSlicerSequencesLogic()),
-                        ("Markups", slicer.vtkSlicerMarkupsLogic())):
-        logic.SetMRMLScene(scene)
-        logic.SetMRMLApplicationLogic(app)
-        app.SetModuleLogic(name, logic)
-        logics[name] = logic
-    slicer.mrmlScene = scene
-    slicer.app = SimpleNamespace(applicationLogic=lambda: app)
-    slicer.modules = SimpleNamespace(**{n.lower(): SimpleNamespace(logic=(lambda l=l: l)) for n, l in logics.items()})
-    return scene, app, logics
+    return headlessScene(installShims=True)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ import functools
 import hashlib
 import http.server
 import os
-import pathlib
 import threading
 
 import pytest
