@@ -186,18 +186,10 @@ def download_checkpoint(name_or_checkpoint, progress: Optional[Callable[[float, 
 
 # -- MemSAM: no trained weights have been published (dengxl0520/MemSAM issue #9), so its weights
 # are the user's own: trained with `memseg train-memsam` (which writes ``<file>.sha256`` beside the
-# file) or an official-layout checkpoint obtained elsewhere. ---------------------------------------
+# file: `training.checkpointing`) or an official-layout checkpoint obtained elsewhere. ---------------------------------------
 MEMSAM_DEFAULT = "memsam"  # the weights folder's memsam.pth
 MEMSAM_FILENAME = "memsam.pth"
 SIDECAR_SUFFIX = ".sha256"
-
-
-def write_sha256_sidecar(path) -> pathlib.Path:
-    """Record a file's SHA-256 in ``<file>.sha256`` (``sha256sum`` format) so loaders can verify it."""
-    path = pathlib.Path(path)
-    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
-    sidecar.write_text(f"{sha256_of(path)}  {path.name}\n")
-    return sidecar
 
 
 def verify_sidecar(path) -> bool:

@@ -251,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("--segment-name", default="MemSeg", help="segment name in a .seq.mrb output")
     echo.set_defaults(run=_echo)
 
+    from .training.command import add_train_memsam_parser
+
+    add_train_memsam_parser(commands)
+
     weights = commands.add_parser("weights", help="list, download, verify or delete model checkpoints")
     weights.add_argument("action", choices=["list", "fetch", "verify", "delete"])
     weights.add_argument("names", nargs="*", help="checkpoint names")

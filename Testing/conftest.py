@@ -76,13 +76,12 @@ def tiny_memsam_checkpoint():
     weights segment nothing in particular: tests check plumbing, geometry and metadata."""
     import torch
 
-    from MemSegLogic.checkpoints import write_sha256_sidecar
-    from MemSegLogic.models.memsam import MemSAMConfig, build_memsam, save_memsam
+    from MemSegLogic.models.memsam import MemSAMConfig, build_memsam
+    from MemSegLogic.training.checkpointing import save_model_checkpoint
 
     torch.manual_seed(0)
-    model = build_memsam(MemSAMConfig.tiny())
-    path = save_memsam(model, pathlib.Path(os.environ["MEMSEG_WEIGHTS_DIR"]) / "tiny_memsam_random.pth")
-    write_sha256_sidecar(path)
+    path = pathlib.Path(os.environ["MEMSEG_WEIGHTS_DIR"]) / "tiny_memsam_random.pth"
+    save_model_checkpoint(build_memsam(MemSAMConfig.tiny()), path)
     return path
 
 
