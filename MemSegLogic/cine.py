@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import InvalidVolumeError
 from .geometry import AXIS_NAMES, axis_index
-from .volume import LPS_TO_RAS, Volume
+from .volume import LPS_TO_RAS, Volume, check_image_values
 
 SEQUENCE_SUFFIX = ".seq.nrrd"
 CINE_SUFFIXES = (SEQUENCE_SUFFIX, ".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", ".dcm")
@@ -123,15 +123,8 @@ class Cine:
                 "2D tool, or load the whole cine loop)")
         if min(self.frame_shape) < 8:
             raise InvalidVolumeError(f"frames of {self.frame_shape[0]} x {self.frame_shape[1]} pixels are too small")
-        frames = self.frames
-        if frames.dtype == bool or not (np.issubdtype(frames.dtype, np.integer)
-                                        or np.issubdtype(frames.dtype, np.floating)):
-            raise InvalidVolumeError(f"unsupported pixel type {frames.dtype}")
-        if np.issubdtype(frames.dtype, np.floating) and not np.all(np.isfinite(frames)):
-            bad = int(np.count_nonzero(~np.isfinite(frames)))
-            raise InvalidVolumeError(f"the sequence has {bad} NaN or infinite pixels: fill them before segmenting")
-        if frames.min() == frames.max():
-            raise InvalidVolumeError("every pixel of every frame has the same value: nothing to segment")
+        check_image_values(self.frames, "pixel", "the sequence has",
+                           "every pixel of every frame has the same value: nothing to segment")
 
     # -- files ----------------------------------------------------------------------------------
     @classmethod
@@ -172,6 +165,19 @@ def to_gray(frames: np.ndarray) -> np.ndarray:
     if frames.ndim == 4 and frames.shape[-1] in (3, 4):
         return frames[..., :3].astype(np.float32) @ _LUMA
     return frames.astype(np.float32, copy=True)
+
+
+def memsam_range(gray: np.ndarray) -> np.ndarray:
+    """Grey frames in MemSAM's 0..255 input range (float32), one rule for training and inference:
+    frames already within 0..255 (8-bit echo, and its luma) are kept as they are, as the
+    reference's frames were; any other range (16-bit, 0..1 floats, negative values) is stretched
+    from the 0.5th to the 99.5th percentile."""
+    low, high = float(gray.min()), float(gray.max())
+    if low >= 0.0 and 1.0 < high <= 255.0:
+        return gray.astype(np.float32, copy=False)
+    from .intensity import to_uint8
+
+    return to_uint8(gray).astype(np.float32)
 
 
 def select_plane(frames_tkji: np.ndarray, ijk_to_ras: np.ndarray, plane: Tuple[str, int]):

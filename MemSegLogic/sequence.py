@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .checkpoints import _REGISTRY, MEMSAM_DEFAULT, VOLUME_ENGINES, Checkpoint, get_checkpoint
-from .cine import Cine
+from .cine import Cine, memsam_range
 from .errors import CheckpointError, InvalidPromptError
 from .geometry import AXIS_NAMES
 from .progress import Monitor, ProgressCallback
@@ -137,7 +137,7 @@ def segment_sequence(
         memory_frames = DEFAULT_MEMORY_FRAMES if memory_frames is None else memory_frames
         monitor.report(0.0, "loading MemSAM")
         engine = load_memsam_engine(checkpoint or model, torch_device)
-        logits = engine.segment(_model_range(grid.array), prompt.to_slice_prompt(), monitor.sub(0.02, 1.0),
+        logits = engine.segment(memsam_range(grid.array), prompt.to_slice_prompt(), monitor.sub(0.02, 1.0),
                                 memory_frames=memory_frames, deep_update_every=deep_update_every, seed_rng=seed)
     except RuntimeError as error:
         if is_out_of_memory(error):
@@ -179,18 +179,6 @@ def _check_threshold(threshold: float) -> float:
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
     return float(threshold)
-
-
-def _model_range(gray: np.ndarray) -> np.ndarray:
-    """Grey frames as MemSAM's 0..255 input. Frames already in 0..255 (8-bit echo, and its luma)
-    go in as they are, as the training frames did; other ranges (16-bit, 0..1 floats, negative
-    values) are stretched from the 0.5th to the 99.5th percentile."""
-    low, high = float(gray.min()), float(gray.max())
-    if low >= 0.0 and 1.0 < high <= 255.0:
-        return gray
-    from .intensity import to_uint8
-
-    return to_uint8(gray).astype(np.float32)
 
 
 def _zero_shot(cine: Cine, grid, prompt: Prompt, checkpoint: Checkpoint, device, threshold, progress, cancel,

@@ -99,13 +99,8 @@ class Volume:
             raise InvalidVolumeError(
                 f"volume of shape (K, J, I) = {array.shape} is 2D: MemSeg propagates through 3D volumes "
                 "(use segment_sequence for a 2D+t cine)")
-        if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-            raise InvalidVolumeError(f"unsupported voxel type {array.dtype}")
-        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-            bad = int(np.count_nonzero(~np.isfinite(array)))
-            raise InvalidVolumeError(f"volume contains {bad} NaN or infinite voxels: fill them before segmenting")
-        if array.min() == array.max():
-            raise InvalidVolumeError("volume is constant (every voxel has the same value): nothing to segment")
+        check_image_values(array, "voxel", "volume contains",
+                           "volume is constant (every voxel has the same value): nothing to segment")
 
     # -- files ----------------------------------------------------------------------------------
     @classmethod
@@ -163,6 +158,19 @@ class Volume:
         image.SetOrigin(ijk_to_lps[:3, 3].tolist())
         image.SetDirection((ijk_to_lps[:3, :3] / spacing).ravel().tolist())
         return image
+
+
+def check_image_values(array: np.ndarray, element: str, holder: str, constant: str) -> None:
+    """The value checks every image MemSeg segments must pass (a volume, a cine): a numeric type,
+    no NaN or infinity, not constant. ``element`` ("voxel", "pixel") and ``holder`` ("volume
+    contains") word the messages; ``constant`` is the message for a constant image."""
+    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise InvalidVolumeError(f"unsupported {element} type {array.dtype}")
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise InvalidVolumeError(f"{holder} {bad} NaN or infinite {element}s: fill them before segmenting")
+    if array.min() == array.max():
+        raise InvalidVolumeError(constant)
 
 
 def _read_dicom_series(folder: pathlib.Path):

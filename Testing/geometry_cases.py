@@ -38,3 +38,22 @@ def assert_same_voxels_by_position(actual, expected, atol=1e-3):
     index = np.rint(ijk).astype(int)
     assert np.abs(ijk - index).max() < atol
     np.testing.assert_array_equal(expected.array[index[:, 2], index[:, 1], index[:, 0]], actual.array.reshape(-1))
+
+
+def slice_view_on(scene, volume_node, field_of_view=(250.0, 187.5)):
+    """A 400 x 300 slice view (slicer-core) rotated to ``volume_node``'s plane, as a user's view."""
+    import slicer
+
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    view = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    view.SetDimensions(400, 300, 1)
+    view.SetFieldOfView(field_of_view[0], field_of_view[1], 1.0)
+    view.SetOrientation("Axial")
+    view.RotateToVolumePlane(volume_node)
+    return view
+
+
+def view_xy(view, ijk_to_ras, ijk):
+    """The view (x, y) where voxel ``ijk`` of a volume with ``ijk_to_ras`` is shown."""
+    xy_to_ras = np.array([[view.GetXYToRAS().GetElement(r, c) for c in range(4)] for r in range(4)])
+    return (np.linalg.inv(xy_to_ras) @ (ijk_to_ras @ np.append(ijk, 1.0)))[:2]

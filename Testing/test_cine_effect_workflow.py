@@ -6,24 +6,16 @@ thread -> recorded as a segmentation sequence in the same browser."""
 import numpy as np
 import pytest
 
+from geometry_cases import _matrix, _rotation, slice_view_on, view_xy
+
 from MemSegLogic.cine import Cine
 
 slicer = pytest.importorskip("slicer")
 
-def _oblique_flipped(spacing=(0.3, 0.3, 1.0), origin=(40.0, -12.0, 7.5)) -> np.ndarray:
-    """A frame's IJK->RAS rotated 20 degrees about an oblique axis, columns flipped (like the
-    diag(-1, -1, 1) of a DICOM cine): clicks must land on the pixel under the cursor anyway."""
-    axis = np.array([0.3, 0.5, 0.8]) / np.linalg.norm([0.3, 0.5, 0.8])
-    angle = np.radians(20.0)
-    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    rotation = np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
-    matrix = np.eye(4)
-    matrix[:3, :3] = rotation @ np.diag([-spacing[0], spacing[1], spacing[2]])
-    matrix[:3, 3] = origin
-    return matrix
-
-
-FRAME_TO_RAS = _oblique_flipped()
+# a frame's IJK->RAS rotated about two axes with its columns flipped (like the diag(-1, -1, 1) of
+# a DICOM cine): clicks must land on the pixel under the cursor anyway
+FRAME_TO_RAS = _matrix(_rotation(0, 12) @ _rotation(1, -15) @ np.diag([-1.0, 1.0, 1.0]), (0.3, 0.3, 1.0),
+                       (40.0, -12.0, 7.5))
 
 
 def _frames(count=4, height=48, width=64):
@@ -33,21 +25,6 @@ def _frames(count=4, height=48, width=64):
         blob = ((yy - 24) / (14 - t)) ** 2 + ((xx - 30) / (18 - t)) ** 2 <= 1
         frames.append(np.where(blob, 200, 40) + (xx % 7))
     return np.stack(frames).astype(np.uint8)
-
-
-def _view_of(scene, volume_node):
-    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
-    view = scene.AddNewNodeByClass("vtkMRMLSliceNode")
-    view.SetDimensions(400, 300, 1)
-    view.SetFieldOfView(40.0, 30.0, 1.0)
-    view.SetOrientation("Axial")
-    view.RotateToVolumePlane(volume_node)  # shows the frame face-on, as Slicer does for a 2D cine
-    return view
-
-
-def _xy(view, ijk_to_ras, ijk):
-    xy_to_ras = np.array([[view.GetXYToRAS().GetElement(r, c) for c in range(4)] for r in range(4)])
-    return (np.linalg.inv(xy_to_ras) @ (ijk_to_ras @ np.append(ijk, 1.0)))[:2]
 
 
 def test_click_on_the_frame_shown_segments_every_frame_on_the_worker(slicer_scene, tiny_memsam_checkpoint):
@@ -62,14 +39,14 @@ def test_click_on_the_frame_shown_segments_every_frame_on_the_worker(slicer_scen
     master = browser.GetMasterSequenceNode()
     proxy = browser.GetProxyNode(master)
     browser.SetSelectedItemNumber(2)  # the user shows frame 2 and clicks on the blob there
-    view = _view_of(slicer_scene, proxy)
+    view = slice_view_on(slicer_scene, proxy, field_of_view=(40.0, 30.0))
     view.JumpSliceByOffsetting(*FRAME_TO_RAS[:3, 3])
 
     clicks = ClickedPrompt()
     frame = browser.GetSelectedItemNumber()
-    clicks.add(prompt_on_frame(promptFromSliceView(proxy, view, positiveXY=[_xy(view, FRAME_TO_RAS, [30, 24, 0])]),
+    clicks.add(prompt_on_frame(promptFromSliceView(proxy, view, positiveXY=[view_xy(view, FRAME_TO_RAS, [30, 24, 0])]),
                                frame))
-    clicks.add(prompt_on_frame(promptFromSliceView(proxy, view, negativeXY=[_xy(view, FRAME_TO_RAS, [60, 3, 0])]),
+    clicks.add(prompt_on_frame(promptFromSliceView(proxy, view, negativeXY=[view_xy(view, FRAME_TO_RAS, [60, 3, 0])]),
                                frame))
     (prompt,) = clicks.prompts()
     assert (prompt.axis, prompt.slice_index) == (2, 2)

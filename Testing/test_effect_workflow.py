@@ -6,7 +6,7 @@ editor logic (masking, overwrite) as one undo step."""
 import numpy as np
 import pytest
 
-from geometry_cases import GEOMETRIES
+from geometry_cases import GEOMETRIES, slice_view_on, view_xy
 
 slicer = pytest.importorskip("slicer")
 pytest.importorskip("sam2")
@@ -17,21 +17,6 @@ SHAPE_KJI = (6, 40, 36)
 def _ball():
     k, j, i = np.indices(SHAPE_KJI)
     return ((((k - 3) / 2.5) ** 2 + ((j - 20) / 10.0) ** 2 + ((i - 18) / 9.0) ** 2) < 1) * 300.0
-
-
-def _axial_view(scene, volume_node):
-    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
-    view = scene.AddNewNodeByClass("vtkMRMLSliceNode")
-    view.SetDimensions(400, 300, 1)
-    view.SetFieldOfView(250.0, 187.5, 1.0)
-    view.SetOrientation("Axial")
-    view.RotateToVolumePlane(volume_node)
-    return view
-
-
-def _xy(view, ijk_to_ras, ijk):
-    xy_to_ras = np.array([[view.GetXYToRAS().GetElement(r, c) for c in range(4)] for r in range(4)])
-    return (np.linalg.inv(xy_to_ras) @ (ijk_to_ras @ np.append(ijk, 1.0)))[:2]
 
 
 def test_clicks_preview_cancel_apply_and_one_undo(slicer_scene, tiny_sam2_checkpoint):
@@ -47,12 +32,12 @@ def test_clicks_preview_cancel_apply_and_one_undo(slicer_scene, tiny_sam2_checkp
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
     organ = segmentation.GetSegmentation().AddEmptySegment("organ", "organ", (0.9, 0.2, 0.1))
     region = segmentation.GetSegmentation().AddEmptySegment("region", "region")
-    view = _axial_view(slicer_scene, volume_node)
+    view = slice_view_on(slicer_scene, volume_node)
     view.JumpSliceByOffsetting(*(ijk_to_ras @ [0, 0, 3, 1])[:3])
 
     clicks = ClickedPrompt()
-    clicks.add(promptFromSliceView(volume_node, view, positiveXY=[_xy(view, ijk_to_ras, [18, 20, 3])]))
-    clicks.add(promptFromSliceView(volume_node, view, negativeXY=[_xy(view, ijk_to_ras, [2, 2, 3])]))
+    clicks.add(promptFromSliceView(volume_node, view, positiveXY=[view_xy(view, ijk_to_ras, [18, 20, 3])]))
+    clicks.add(promptFromSliceView(volume_node, view, negativeXY=[view_xy(view, ijk_to_ras, [2, 2, 3])]))
     (prompt,) = clicks.prompts()
     assert (prompt.axis, prompt.slice_index, list(prompt.labels)) == (2, 3, [1, 0])
 

@@ -15,7 +15,7 @@ import qt
 import slicer
 import vtk
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
-from SegmentEditorMemSegLib.PromptMarkers import PromptMarkers, SliceViewClicks, settingsDevice
+from SegmentEditorMemSegLib.PromptMarkers import PromptMarkers, SliceViewClicks, settingsDevice, takeFinishedTask
 
 __all__ = ["SegmentEditorMemSAMEffect"]
 
@@ -264,15 +264,9 @@ class SegmentEditorMemSAMEffect(AbstractScriptedSegmentEditorEffect):
         self._updateButtons()
 
     def _pollTask(self):
-        if self.task is None:
-            self.timer.stop()
+        task = takeFinishedTask(self)
+        if task is None:
             return
-        self.progressBar.value, status = self.task.status()
-        self._say(status)
-        if not self.task.done:
-            return
-        self.timer.stop()
-        task, self.task = self.task, None
         (browser, segmentationNode, segmentId), self.taskTarget = self.taskTarget, None
         MemSegLogic, _, _, mrml_sequence, _, _ = _logic()
         try:

@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
-from ..cine import Cine, to_gray
+from ..cine import Cine, memsam_range, to_gray
 from ..errors import InvalidVolumeError, MemSegError
 
 __all__ = [
@@ -149,18 +149,11 @@ def to_model_range(frames: np.ndarray) -> np.ndarray:
     """Frames (T, H, W) or colour (T, H, W, 3|4) -> grey uint8 (T, H, W), as MemSAM sees them.
 
     Colour becomes ITU-R BT.601 luma (`MemSegLogic.cine.to_gray`). Grey already within 0..255 is
-    kept (rounded); any other range (16-bit, 0..1 floats, negative values) is stretched from the
-    0.5th to the 99.5th percentile: the same rule the inference side applies to a cine, so a model
-    sees the same intensities in training and in use.
+    kept (rounded), any other range stretched: `MemSegLogic.cine.memsam_range`, the rule the
+    inference side applies to a cine, so a model sees the same intensities in training and in use.
     """
-    gray = to_gray(frames)
-    low, high = float(gray.min()), float(gray.max())
-    if low >= 0.0 and 1.0 < high <= 255.0:
-        return np.rint(gray).astype(np.uint8)
-    from ..intensity import to_uint8
-
     try:
-        return to_uint8(gray)
+        return np.rint(memsam_range(to_gray(frames))).astype(np.uint8)
     except InvalidVolumeError as error:  # constant frames
         raise TrainingDataError(f"frames cannot be scaled to 0..255: {error}") from None
 
