@@ -48,3 +48,39 @@ def out_of_memory_error(device) -> DeviceError:
     return DeviceError(
         f"the {device.type.upper()} device ran out of memory: close other programs using it, "
         "use a smaller model or crop the volume, or run with device='cpu'")
+
+
+def run_shrinking_batch(encode, batch: int, device, on_shrink=None):
+    """``encode(batch)`` with the largest batch (at most ``batch``) the device has memory for.
+
+    Out of memory, the batch is halved and tried again, down to one item; ``on_shrink(new_batch)``
+    hears about each retry (so the caller can say so and keep the smaller size). Returns
+    (result, batch used). One item still out of memory raises `out_of_memory_error`."""
+    import torch
+
+    while True:
+        try:
+            return encode(batch), batch
+        except RuntimeError as error:
+            if not is_out_of_memory(error):
+                raise
+            error_text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        # Out of the except block: the traceback no longer pins the failed batch's tensors.
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        if batch == 1:
+            raise out_of_memory_error(device) from RuntimeError(error_text)
+        batch = max(1, batch // 2)
+        if on_shrink is not None:
+            on_shrink(batch)
+
+
+def set_cpu_threads(threads) -> int:
+    """Threads PyTorch uses on the CPU (None or 0: leave PyTorch's choice). Returns the count in use."""
+    import torch
+
+    if threads:
+        if int(threads) < 1:
+            raise ValueError(f"threads must be a positive count, got {threads}")
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()

@@ -17,11 +17,14 @@ _cache: "OrderedDict[tuple, Engine]" = OrderedDict()
 _lock = threading.Lock()
 
 
-def load_engine(model, device, download: bool = True, progress=None) -> Engine:
-    """The engine for ``model`` (a registered name or a `Checkpoint`) on a torch ``device``."""
+def load_engine(model, device, download: bool = True, progress=None, **options) -> Engine:
+    """The engine for ``model`` (a registered name or a `Checkpoint`) on a torch ``device``.
+    ``options`` go to the engine (MedSAM-2: ``encode_batch``, ``compile_encoder``); None values
+    mean the engine's defaults."""
     checkpoint = model if isinstance(model, Checkpoint) else get_checkpoint(model)
     weights = ensure_checkpoint(checkpoint, download=download, progress=progress)
-    key = (checkpoint, str(weights), str(device))
+    options = {name: value for name, value in options.items() if value is not None}
+    key = (checkpoint, str(weights), str(device), tuple(sorted(options.items())))
     with _lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -32,7 +35,7 @@ def load_engine(model, device, download: bool = True, progress=None) -> Engine:
             from .lite_medsam import LiteMedSAMEngine as engine_class
         else:  # a registry entry naming an engine this version does not know
             raise ValueError(f"checkpoint {checkpoint.name} needs unknown engine {checkpoint.engine!r}")
-        engine = engine_class(checkpoint, weights, device)
+        engine = engine_class(checkpoint, weights, device, **options)
         _cache[key] = engine
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)

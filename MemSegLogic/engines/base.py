@@ -68,6 +68,8 @@ class Engine:
     square_pixels: bool = True
     # Default of the early stop (`AbsenceCounter`) when the caller gives none.
     absent_slices: int = DEFAULT_ABSENT_SLICES
+    # Frames the image encoder has seen since the engine was loaded (the work a run costs).
+    slices_encoded: int = 0
 
     def propagate(self, frames: np.ndarray, seeds: Dict[int, SlicePrompt], monitor: Monitor,
                   absent_slices: Optional[int] = None, memory=None) -> PassResult:

@@ -48,6 +48,7 @@ class LiteMedSAMEngine(CarriedMaskEngine):
         from ..models.lite_medsam import preprocess_slice
 
         image, scale, new_size = preprocess_slice(frame)
+        self.slices_encoded += 1
         return self.model.encode(image.to(self.device)), scale, new_size
 
     def _decode(self, frame_shape, embedding, new_size, box=None, points=None, mask_logits=None):

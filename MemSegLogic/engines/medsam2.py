@@ -15,6 +15,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from ..checkpoints import Checkpoint
+from ..devices import autocast, run_shrinking_batch
 from ..errors import CheckpointError
 from ..progress import Monitor
 from ..prompt import SlicePrompt
@@ -34,33 +35,50 @@ else:
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OBJECT_ID = 1
+# Frames encoded at once ahead of the memory loop, per device type. On the CPU batching buys
+# nothing measurable and every frame encoded past an early stop is wasted.
+DEFAULT_ENCODE_BATCH = {"cuda": 8, "mps": 4, "cpu": 1}
 
 
 class SliceFrames:
     """Sequence of model-ready frames (3, S, S) made on demand from a uint8 stack (N, H, W).
 
-    Lazy so a 500-slice volume never holds 500 x 12 MB of 1024-px float frames at once."""
+    Lazy so a 500-slice volume never holds 500 x 12 MB of 1024-px float frames at once. `batch`
+    makes several at once on the model's device: the resized 8-bit pixels travel (through pinned
+    memory on CUDA: 1 byte per pixel instead of 12), and a 256-entry table per channel turns
+    them into normalised floats there."""
 
-    def __init__(self, frames: np.ndarray, image_size: int):
+    def __init__(self, frames: np.ndarray, image_size: int, device=None):
         if frames.dtype != np.uint8 or frames.ndim != 3:
             raise ValueError(f"expected a uint8 stack (N, H, W), got {frames.dtype} {frames.shape}")
         self.frames = frames
         self.image_size = image_size
-        self._mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
-        self._std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        # Same operations, in the same precision, as sam2.utils.misc._load_img_as_tensor + the
+        # normalisation in load_video_frames (float64 /255, then float32 - mean, / std), made
+        # once for each of the 256 grey values: identical inputs give identical outputs.
+        grey = torch.from_numpy(np.arange(256) / 255.0).to(torch.float32)
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None]
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None]
+        self._table = ((grey[None, :] - mean) / std).to(self.device)  # (3, 256)
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def __getitem__(self, index: int):
+        return self.batch([index])[0]
+
+    def batch(self, indices) -> "torch.Tensor":
+        """Frames ``indices`` as a float32 (B, 3, S, S) tensor on the device."""
         size = (self.image_size, self.image_size)
-        # Same operations, in the same precision, as sam2.utils.misc._load_img_as_tensor + the
-        # normalisation in load_video_frames: identical inputs give identical outputs.
-        pixels = np.asarray(Image.fromarray(np.ascontiguousarray(self.frames[index]), mode="L").resize(size))
-        image = torch.from_numpy(pixels / 255.0).to(torch.float32).expand(3, -1, -1).clone()
-        image -= self._mean
-        image /= self._std
-        return image
+        pixels = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(self.frames[i]), mode="L").resize(size))
+                           for i in indices])
+        upload = torch.from_numpy(pixels)
+        if self.device.type == "cuda":
+            upload = upload.pin_memory().to(self.device, non_blocking=True)
+        else:
+            upload = upload.to(self.device)
+        return self._table[:, upload.long()].transpose(0, 1).contiguous()
 
 
 class MemSegVideoPredictor(SAM2VideoPredictor):
@@ -79,6 +97,11 @@ class MemSegVideoPredictor(SAM2VideoPredictor):
 
     memory_bank = None
     pass_id = 0
+    direction = 0  # +1 / -1 while propagating forward / backward; 0 while seeds are added
+    encode_batch = 1  # frames encoded at once ahead of the memory loop
+    compiled = False  # image encoder compiled for one batch shape (batches are padded to it)
+    slices_encoded = 0
+    on_batch_shrunk = None  # called with the new batch size when memory forced a smaller one
     DESCRIPTOR_SIZE = 8  # pooled feature grid used to compare slices for resampling
 
     @torch.inference_mode()
@@ -110,8 +133,10 @@ class MemSegVideoPredictor(SAM2VideoPredictor):
             "frames_tracked_per_obj": {},
         }
 
-    # -- what the bank needs that stock discards ------------------------------------------------
+    # -- encoding ahead of the memory loop -------------------------------------------------------
     def _get_image_feature(self, inference_state, frame_idx, batch_size):
+        if frame_idx not in inference_state["cached_features"]:
+            inference_state["cached_features"] = self._encode_ahead(inference_state, frame_idx)
         features = super()._get_image_feature(inference_state, frame_idx, batch_size)
         if self.memory_bank is not None:
             top = features[2][-1]  # (h*w, B, C) lowest-resolution backbone feature
@@ -120,6 +145,32 @@ class MemSegVideoPredictor(SAM2VideoPredictor):
             pooled = torch.nn.functional.adaptive_avg_pool2d(grid, self.DESCRIPTOR_SIZE)
             self._descriptors[frame_idx] = pooled.flatten()
         return features
+
+    def _encode_ahead(self, inference_state, frame_idx) -> dict:
+        """Features of ``frame_idx`` and of the next frames in the direction of travel, encoded
+        as one batch (stock encodes one frame per memory step). Only this batch is kept, so GPU
+        memory stays bounded whatever the volume's size; out of memory, the batch shrinks."""
+        frames = inference_state["images"]
+        step = self.direction
+
+        def encode(batch):
+            # a seed frame alone (the direction is not known yet), else this one and the next ones
+            indices = [i for i in range(frame_idx, frame_idx + step * batch, step) if 0 <= i < len(frames)] \
+                if step else [frame_idx]
+            padded = indices + indices[-1:] * (batch - len(indices) if self.compiled else 0)  # one compiled shape
+            images = frames.batch(padded)
+            return indices, images, self.forward_image(images)
+
+        def shrink(batch):
+            self.encode_batch = batch
+            if self.on_batch_shrunk is not None:
+                self.on_batch_shrunk(batch)
+
+        (indices, images, out), _ = run_shrinking_batch(encode, self.encode_batch, frames.device, shrink)
+        self.slices_encoded += len(indices)
+        return {index: (images[n:n + 1], {"backbone_fpn": [level[n:n + 1] for level in out["backbone_fpn"]],
+                                          "vision_pos_enc": [pos[n:n + 1] for pos in out["vision_pos_enc"]]})
+                for n, index in enumerate(indices)}
 
     def _forward_sam_heads(self, *args, **kwargs):
         outputs = super()._forward_sam_heads(*args, **kwargs)
@@ -229,8 +280,10 @@ def sam2_overrides(image_size: int) -> list:
     ]
 
 
-def build_predictor(checkpoint: Checkpoint, weights_path, device) -> MemSegVideoPredictor:
-    """Build the predictor from the checkpoint's sam2 config and load its weights strictly."""
+def build_predictor(checkpoint: Checkpoint, weights_path, device, compile_encoder: bool = False) -> MemSegVideoPredictor:
+    """Build the predictor from the checkpoint's sam2 config and load its weights strictly.
+    ``compile_encoder``: sam2's own switch, torch.compile of the image encoder (max-autotune:
+    minutes of compiling on the first call, then faster encoding)."""
     if _IMPORT_ERROR is not None:
         raise CheckpointError(
             f"the MedSAM-2 engine needs the sam2 package ({_IMPORT_ERROR}): "
@@ -238,6 +291,8 @@ def build_predictor(checkpoint: Checkpoint, weights_path, device) -> MemSegVideo
     from sam2.build_sam import build_sam2_video_predictor
 
     overrides = [f"++model._target_={MemSegVideoPredictor.__module__}.{MemSegVideoPredictor.__qualname__}"]
+    if compile_encoder:
+        overrides.append("++model.compile_image_encoder=true")
     predictor = build_sam2_video_predictor(
         checkpoint.config, ckpt_path=None, device="cpu",
         hydra_overrides_extra=overrides + sam2_overrides(checkpoint.image_size))
@@ -251,30 +306,44 @@ def build_predictor(checkpoint: Checkpoint, weights_path, device) -> MemSegVideo
         raise CheckpointError(
             f"{weights_path} does not fit {checkpoint.config}: {len(missing)} missing keys "
             f"{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}")
+    predictor.compiled = compile_encoder
     return predictor.to(device).eval()
 
 
 class MedSAM2Engine(Engine):
-    """One-axis propagation with SAM 2 memory, forward then backward from the seeds."""
+    """One-axis propagation with SAM 2 memory, forward then backward from the seeds.
 
-    def __init__(self, checkpoint: Checkpoint, weights_path, device):
-        from ..devices import autocast
+    ``encode_batch`` frames are encoded at once ahead of the memory loop (None: the device's
+    default, `DEFAULT_ENCODE_BATCH`); ``compile_encoder`` compiles the image encoder."""
 
+    def __init__(self, checkpoint: Checkpoint, weights_path, device, encode_batch: Optional[int] = None,
+                 compile_encoder: bool = False):
         self.name = checkpoint.name
         self.image_size = checkpoint.image_size
         self.device = device
-        self._autocast = lambda: autocast(device)
-        self.predictor = build_predictor(checkpoint, weights_path, device)
+        self.predictor = build_predictor(checkpoint, weights_path, device, compile_encoder)
+        self.predictor.encode_batch = encode_batch or DEFAULT_ENCODE_BATCH.get(device.type, 1)
+        if self.predictor.encode_batch < 1:
+            raise ValueError(f"encode_batch must be at least 1, got {encode_batch}")
+
+    @property
+    def slices_encoded(self) -> int:
+        """Frames the image encoder has seen since the engine was loaded."""
+        return self.predictor.slices_encoded
 
     @torch.inference_mode()
     def propagate(self, frames: np.ndarray, seeds: Dict[int, SlicePrompt], monitor: Monitor,
                   absent_slices: Optional[int] = None, memory=None) -> PassResult:
         predictor = self.predictor
         result = PassResult.empty(frames.shape)
-        state = predictor.init_state_from_frames(SliceFrames(frames, self.image_size))
+        state = predictor.init_state_from_frames(SliceFrames(frames, self.image_size, self.device),
+                                                 offload_state_to_cpu=self._offload_state(frames))
         predictor.pass_id = memory.new_pass_id() if memory is not None else 0
+        predictor.on_batch_shrunk = lambda batch: monitor.report(
+            result.visited.mean(), f"{self.device.type.upper()} memory is short: encoding {batch} slices at a time")
         try:
-            with self._autocast():
+            with autocast(self.device):
+                predictor.direction = 0
                 for frame_index, seed in sorted(seeds.items()):
                     monitor.report(0.0, f"encoding seed slice {frame_index}")
                     self._add_seed(state, frame_index, seed)
@@ -282,6 +351,7 @@ class MedSAM2Engine(Engine):
                 # each direction reads the seeds' memories and its own past, as SAM 2 tracks a video.
                 for step, start, _, stop_from in directions(seeds, len(frames)):
                     predictor.memory_bank = memory.bank_for_direction() if memory is not None else None
+                    predictor.direction = step
                     counter = self.absence_counter(absent_slices)
                     for frame_index, _, mask_logits in predictor.propagate_in_video(
                             state, start_frame_idx=start, reverse=step < 0):
@@ -295,7 +365,18 @@ class MedSAM2Engine(Engine):
                             break
         finally:
             predictor.memory_bank = None
+            predictor.on_batch_shrunk = None
         return result
+
+    def _offload_state(self, frames: np.ndarray) -> bool:
+        """Keep the per-frame memories of this pass in CPU memory when, on the GPU, they would
+        take more than a quarter of its free memory (a very long stack on a small GPU)."""
+        if self.device.type != "cuda":
+            return False
+        free, _ = torch.cuda.mem_get_info(self.device)
+        feature = self.image_size // 16
+        per_frame = self.predictor.mem_dim * feature * feature * 2 + (self.image_size // 4) ** 2 * 4
+        return len(frames) * per_frame > free / 4
 
     def _add_seed(self, state, frame_index: int, seed: SlicePrompt) -> None:
         if seed.mask is not None:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoints import MEMSAM_DEFAULT, resolve_memsam_weights
+from ..devices import autocast, run_shrinking_batch
 from ..progress import Monitor
 from ..prompt import SlicePrompt
 
@@ -53,32 +54,47 @@ class MemSAMSequenceEngine:
         self.device = device
         self.weights_verified = weights_verified
         self.image_size = model.config.image_size
+        self.encode_batch = ENCODE_CHUNK  # halved for good if the device runs out of memory
+        self.slices_encoded = 0
 
     @torch.inference_mode()
     def segment(self, frames: np.ndarray, seed: SlicePrompt, monitor: Optional[Monitor] = None,
                 memory_frames: Optional[int] = DEFAULT_MEMORY_FRAMES, deep_update_every: Optional[int] = None,
                 seed_rng: int = 1234) -> np.ndarray:
-        """Grey frames (T, H, W), 0..255 -> logits (T, H, W) float32 at the frames' size."""
-        from ..models.memsam import deep_update_schedule
-
+        """Grey frames (T, H, W), 0..255 -> logits (T, H, W) float32 at the frames' size (bf16
+        autocast on CUDA, as the SAM 2 engine)."""
         monitor = monitor or Monitor()
         time_steps, height, width = frames.shape
-        model, size = self.model, self.image_size
+        size = self.image_size
         batch = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)).unsqueeze(1).to(self.device)
         resized = F.interpolate(batch, (size, size), mode="bilinear", align_corners=False).clamp_(0, 255)
         resized = resized.repeat(1, 3, 1, 1)
 
+        with autocast(self.device):
+            return self._segment(resized, (height, width), seed, monitor, memory_frames, deep_update_every, seed_rng)
+
+    def _segment(self, resized, frame_shape, seed, monitor, memory_frames, deep_update_every, seed_rng):
+        from ..models.memsam import deep_update_schedule
+
+        model, size, time_steps = self.model, self.image_size, len(resized)
         encoded = []
         encode = monitor.sub(0.0, 0.4)
-        for start in range(0, time_steps, ENCODE_CHUNK):
-            encode.report(start / time_steps, f"encoding frames {start + 1}-{min(start + ENCODE_CHUNK, time_steps)}"
+        start = 0
+        while start < time_steps:
+            encode.report(start / time_steps, f"encoding frames {start + 1}-{min(start + self.encode_batch, time_steps)}"
                                               f" of {time_steps}")
-            encoded.append(model.encode_frames(resized[start:start + ENCODE_CHUNK].unsqueeze(0)))
+            chunk, self.encode_batch = run_shrinking_batch(
+                lambda batch: model.encode_frames(resized[start:start + batch].unsqueeze(0)), self.encode_batch,
+                self.device, lambda batch: encode.report(start / time_steps, f"{self.device.type.upper()} memory is "
+                                                                             f"short: encoding {batch} frames at a time"))
+            encoded.append(chunk)
+            start += chunk[0].shape[1]
+        self.slices_encoded += time_steps
         embeddings = torch.cat([e[0] for e in encoded], dim=1)
         keys, shrinkage, selection = (torch.cat([e[i] for e in encoded], dim=2) for i in (1, 2, 3))
 
         f = seed.frame_index
-        prompt_logits = self._prompt_logits(embeddings[:, f], seed, (height, width))
+        prompt_logits = self._prompt_logits(embeddings[:, f], seed, frame_shape)
         prompt_value, hidden = model.encode_value(resized[f:f + 1], embeddings[:, f], model.initial_hidden(1),
                                                   prompt_logits, deep_update=True)
         orders = [list(range(f, time_steps))] + ([list(range(f, -1, -1))] if f > 0 else [])
@@ -99,7 +115,7 @@ class MemSAMSequenceEngine:
             for position, (t, output) in enumerate(zip(order, outputs)):
                 if number == 0 or position > 0:  # frame f: the forward pass' (identical) output
                     logits[t] = output[0]
-        full = F.interpolate(logits, (height, width), mode="bilinear", align_corners=False)
+        full = F.interpolate(logits.float(), frame_shape, mode="bilinear", align_corners=False)
         return full[:, 0].float().cpu().numpy()
 
     def _prompt_logits(self, embedding, seed: SlicePrompt, frame_shape) -> torch.Tensor:
