@@ -148,7 +148,7 @@ def load_memsam_engine(model=MEMSAM_DEFAULT, device=None, progress=None) -> MemS
 
     from ..errors import CheckpointError
 
-    device = device or torch.device("cpu")
+    device = torch.device(device or "cpu")
     path, verified = resolve_memsam_weights(model, progress=progress)
     try:
         network = load_memsam(path, device=device)
