@@ -46,21 +46,11 @@ def pyradiomics_data():
 def tiny_sam2_checkpoint():
     """Random-weight SAM 2.0 Hiera-T at 256 px saved as ``{"model": state_dict}`` (bf16, like
     MedSAM2_pretrain.pth) and registered, so tests go through the real registry and loader."""
-    import torch
-    from sam2.build_sam import build_sam2
-
     from MemSegLogic.checkpoints import Checkpoint, register_checkpoint, sha256_of, unregister_checkpoint
-    from MemSegLogic.engines.medsam2 import sam2_overrides
+    from random_weights import save_random_sam2
 
     config, size = "configs/sam2/sam2_hiera_t.yaml", 256
-    torch.manual_seed(0)
-    model = build_sam2(config, None, device="cpu", hydra_overrides_extra=sam2_overrides(size))
-    state = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    # Random object-score heads say "no object" and every mask becomes -1024: bias them to
-    # "present" so the masks compared in tests carry information.
-    state["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += 10.0
-    path = pathlib.Path(os.environ["MEMSEG_WEIGHTS_DIR"]) / "tiny_sam2_hiera_t_random.pt"
-    torch.save({"model": state}, path)
+    path = save_random_sam2(pathlib.Path(os.environ["MEMSEG_WEIGHTS_DIR"]) / "tiny_sam2_hiera_t_random.pt", config, size)
     checkpoint = register_checkpoint(Checkpoint(
         name="test-sam2-hiera-t-random", engine="medsam2", filename=path.name, sha256=sha256_of(path),
         config=config, image_size=size, license="test", description="random weights for tests"), replace=True)
@@ -74,15 +64,9 @@ def tiny_memsam_checkpoint():
     """Random-weight MemSAM (`MemSAMConfig.tiny()`: small ViT, official memory widths) saved in
     the official layout with its ``.sha256`` record, as `memseg train-memsam` writes one. Random
     weights segment nothing in particular: tests check plumbing, geometry and metadata."""
-    import torch
+    from random_weights import save_random_memsam
 
-    from MemSegLogic.models.memsam import MemSAMConfig, build_memsam
-    from MemSegLogic.training.checkpointing import save_model_checkpoint
-
-    torch.manual_seed(0)
-    path = pathlib.Path(os.environ["MEMSEG_WEIGHTS_DIR"]) / "tiny_memsam_random.pth"
-    save_model_checkpoint(build_memsam(MemSAMConfig.tiny()), path)
-    return path
+    return save_random_memsam(pathlib.Path(os.environ["MEMSEG_WEIGHTS_DIR"]) / "tiny_memsam_random.pth", tiny=True)
 
 
 # -- headless Slicer -------------------------------------------------------------------------------------

@@ -176,8 +176,10 @@ def test_memsam_under_bf16_autocast_and_short_of_memory(tiny_memsam_checkpoint):
     engine = load_memsam_engine(tiny_memsam_checkpoint, device="cpu")
     frames = _moving_disc(count=5, size=128).astype(np.float32)
     seed = SlicePrompt(0, np.array([[60.0, 64.0]]), np.array([1]), None)
+    before = engine.slices_encoded
     full = engine.segment(frames, seed)
-    assert engine.slices_encoded == len(frames)
+    assert engine.slices_encoded - before == len(frames)
+    assert load_memsam_engine(tiny_memsam_checkpoint, device="cpu") is engine  # kept between clicks
 
     # Simulated shortage (stand-in for CUDA's allocator): the real encoder refuses > 2 frames.
     encode, refused = engine.model.encode_frames, []

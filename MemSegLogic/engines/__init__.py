@@ -43,8 +43,13 @@ def load_engine(model, device, download: bool = True, progress=None, **options) 
 
 
 def clear_engine_cache() -> None:
+    """Forget loaded engines (3D and MemSAM): the next run loads its weights afresh."""
+    from . import memsam
+
     with _lock:
         _cache.clear()
+    with memsam._cache_lock:
+        memsam._cache.clear()
 
 
 __all__ = ["Engine", "PassResult", "NOT_VISITED_LOGIT", "load_engine", "clear_engine_cache"]

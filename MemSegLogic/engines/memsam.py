@@ -27,6 +27,7 @@ artefact (written down in README "MemSAM on cine loops"):
 from __future__ import annotations
 
 import pathlib
+import threading
 from typing import Optional
 
 import numpy as np
@@ -43,6 +44,8 @@ ENCODE_CHUNK = 8  # frames per image-encoder batch: bounds peak memory, progress
 # Logit magnitude of a painted seed mask (sigmoid(12) > 0.99999): the prompt value is encoded
 # from logits, like the reference's click mask.
 MASK_SEED_LOGIT = 12.0
+_cache: dict = {}  # the most recently loaded engine
+_cache_lock = threading.Lock()
 
 
 class MemSAMSequenceEngine:
@@ -150,12 +153,20 @@ def load_memsam_engine(model=MEMSAM_DEFAULT, device=None, progress=None) -> MemS
 
     device = torch.device(device or "cpu")
     path, verified = resolve_memsam_weights(model, progress=progress)
-    try:
-        network = load_memsam(path, device=device)
-    except (ValueError, RuntimeError, OSError) as error:  # a truncated file, another model's weights...
-        raise CheckpointError(f"{path} is not a loadable MemSAM checkpoint: {error}") from None
     name = model if isinstance(model, str) and not _is_path(model) else pathlib.Path(path).name
-    return MemSAMSequenceEngine(network, name, device, verified)
+    # The last engine is kept, so each click in Slicer does not reload ViT-B weights; a file
+    # rewritten since (training) has another size or time and is loaded afresh.
+    stat = pathlib.Path(path).stat()
+    key = (str(pathlib.Path(path).resolve()), stat.st_size, stat.st_mtime_ns, str(device), name, verified)
+    with _cache_lock:
+        if key not in _cache:
+            try:
+                network = load_memsam(path, device=device)
+            except (ValueError, RuntimeError, OSError) as error:  # a truncated file, another model's weights...
+                raise CheckpointError(f"{path} is not a loadable MemSAM checkpoint: {error}") from None
+            _cache.clear()
+            _cache[key] = MemSAMSequenceEngine(network, name, device, verified)
+        return _cache[key]
 
 
 def _is_path(model) -> bool:
