@@ -72,7 +72,10 @@ def _segment(args) -> int:
         result = segment_volume(volume, prompts, model=args.model, device=args.device, preset=args.preset,
                                 threshold=args.threshold, axes=args.axes, fusion=args.fusion, memory=args.memory,
                                 shared_memory=args.shared_memory, absent_slices=args.absent_slices,
-                                crop=not args.no_crop, crop_frames=args.crop_frames, seed=args.seed, progress=progress, cancel=threading.Event())
+                                crop=not args.no_crop, crop_frames=args.crop_frames, seed=args.seed,
+                                input_size=args.input_size, encode_batch=args.encode_batch,
+                                compile_encoder=args.compile, threads=args.threads, progress=progress,
+                                cancel=threading.Event())
     finally:
         progress.close()
     write_mask(args.output, result.mask, result.ijk_to_ras, segment_name=args.segment_name)
@@ -226,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--no-crop", action="store_true", help="later axes visit every slice, not the object's extent")
     segment.add_argument("--crop-frames", action="store_true", help="later axes also crop each frame to the object")
     segment.add_argument("--seed", type=int, default=0, help="random seed of the memory bank's resampling")
+    speed = segment.add_argument_group("speed (README: Speed)")
+    speed.add_argument("--input-size", type=int, help="run a SAM 2 model at this input size, e.g. 512 on a CPU")
+    speed.add_argument("--encode-batch", type=int, help="slices encoded at once (default 8 on CUDA, 1 on CPU)")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the image encoder (slow first run)")
+    speed.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     segment.set_defaults(run=_segment)
 
     echo = commands.add_parser("echo", help="segment a 2D+t cine loop (echocardiography) from one prompted frame")

@@ -91,3 +91,10 @@ def settingsDevice():
     import MemSeg
 
     return slicer.util.settingsValue(MemSeg.DEVICE_SETTING, "auto")
+
+
+def settingsInputSize(model):
+    """The model input size chosen in the MemSeg module's settings, for ``model``."""
+    import MemSeg
+
+    return MemSeg.settingsInputSize(model)

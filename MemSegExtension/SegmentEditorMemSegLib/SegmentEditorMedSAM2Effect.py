@@ -15,7 +15,8 @@ import qt
 import slicer
 import vtk
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
-from SegmentEditorMemSegLib.PromptMarkers import PromptMarkers, SliceViewClicks, settingsDevice, takeFinishedTask
+from SegmentEditorMemSegLib.PromptMarkers import (PromptMarkers, SliceViewClicks, settingsDevice, settingsInputSize,
+                                                   takeFinishedTask)
 
 __all__ = ["SegmentEditorMedSAM2Effect"]
 
@@ -276,7 +277,8 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
         self.task = background.BackgroundTask(
             MemSegLogic.segment_volume, volume, prompts, model=self.scriptedEffect.parameter("Model"),
             axes=int(self.scriptedEffect.integerParameter("Axes")), memory=self.scriptedEffect.parameter("Memory"),
-            preset=self.scriptedEffect.parameter("Preset") or None, device=settingsDevice())
+            preset=self.scriptedEffect.parameter("Preset") or None, device=settingsDevice(),
+            input_size=settingsInputSize(self.scriptedEffect.parameter("Model")))
         self.timer.start()
         self._updateButtons()
 
