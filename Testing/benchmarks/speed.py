@@ -67,6 +67,8 @@ PRESETS = {
                     rows=("sam2-stock", "memseg-naive6", "memseg-axes3", "memseg-axes1", "lite-axes1",
                           "memsam-10")),
     "cpu": Preset("chest", 512, memsam_tiny=False),
+    # the issue's laptop target: one axis through a 256 x 256 x 100 volume
+    "cpu-target": Preset("phantom-large", 512, memsam_tiny=False, rows=("sam2-stock", "memseg-axes1", "lite-axes1")),
     "gpu": Preset("lung-clinical", 1024, memsam_tiny=False),
 }
 
@@ -74,14 +76,10 @@ PRESETS = {
 # -- data --------------------------------------------------------------------------------------
 def load_volume(kind: str, cache: pathlib.Path):
     """(Volume, reference mask KJI, intensity preset)."""
-    from MemSegLogic import Volume
-
     if kind == "phantom":
-        rng = np.random.default_rng(0)
-        zz, yy, xx = np.mgrid[:12, :48, :48]
-        reference = ((zz - 6) / 4.5) ** 2 + ((yy - 24) / 12) ** 2 + ((xx - 22) / 10) ** 2 <= 1
-        array = (60 * rng.random(reference.shape) + 140 * reference).astype(np.float32)
-        return Volume(array, np.diag([0.9, 0.9, 2.5, 1.0])), reference.astype(np.uint8), None
+        return phantom((12, 48, 48), (0.9, 0.9, 2.5))
+    if kind == "phantom-large":
+        return phantom((100, 256, 256), (0.8, 0.8, 2.0))
     if kind == "chest":
         from MemSegLogic.data import load_chest_ct
 
@@ -90,6 +88,17 @@ def load_volume(kind: str, cache: pathlib.Path):
     if kind == "lung-clinical":
         return _clinical_lung(cache)
     raise ValueError(f"unknown volume {kind!r}")
+
+
+def phantom(shape_kji, spacing_ijk):
+    """(Volume, reference, preset): a bright ellipsoid over 3/4 of the slices, in noise."""
+    from MemSegLogic import Volume
+
+    k, j, i = (np.arange(n) / n for n in shape_kji)
+    reference = (((k[:, None, None] - 0.5) / 0.375) ** 2 + ((j[None, :, None] - 0.5) / 0.25) ** 2
+                 + ((i[None, None, :] - 0.46) / 0.21) ** 2) <= 1
+    array = (60 * np.random.default_rng(0).random(shape_kji) + 140 * reference).astype(np.float32)
+    return Volume(array, np.diag(list(spacing_ijk) + [1.0])), reference.astype(np.uint8), None
 
 
 def _clinical_lung(cache: pathlib.Path):
@@ -331,6 +340,18 @@ def _memsam_row(frames_count: int, preset: Preset, device, work) -> dict:
 
 
 # -- the parent: data, weights, rows, table ---------------------------------------------------------------
+def peak_rss_mb() -> float:
+    """This process' peak resident memory. Linux' VmHWM starts afresh at exec; ru_maxrss keeps the
+    parent's peak across it (every row would show at least the parent's)."""
+    try:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+
+
 def prepare(preset: Preset, work: pathlib.Path) -> None:
     """Random weights in the official formats, written once into the work folder."""
     from random_weights import save_random_memsam, save_random_sam2
@@ -440,7 +461,7 @@ def main(argv=None) -> int:
     if options.child:
         register_random_sam2(work)
         figures = run_row(options.child, preset, options.device, work, options)
-        figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        figures["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(figures))
         return 0
 
