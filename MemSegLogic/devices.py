@@ -70,7 +70,7 @@ def run_shrinking_batch(encode, batch: int, device, on_shrink=None):
             torch.cuda.empty_cache()
         if batch == 1:
             raise out_of_memory_error(device) from RuntimeError(error_text)
-        batch = max(1, batch // 2)
+        batch //= 2
         if on_shrink is not None:
             on_shrink(batch)
 

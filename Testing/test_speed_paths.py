@@ -38,12 +38,8 @@ def _seeds():
 
 @pytest.fixture
 def engine_with_batch(tiny_sam2_checkpoint):
-    engines = []
-
     def make(encode_batch):
-        engine = load_engine(tiny_sam2_checkpoint.name, torch.device("cpu"), encode_batch=encode_batch)
-        engines.append(engine)
-        return engine
+        return load_engine(tiny_sam2_checkpoint.name, torch.device("cpu"), encode_batch=encode_batch)
 
     yield make
     clear_engine_cache()

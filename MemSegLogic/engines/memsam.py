@@ -119,7 +119,7 @@ class MemSAMSequenceEngine:
                 if number == 0 or position > 0:  # frame f: the forward pass' (identical) output
                     logits[t] = output[0]
         full = F.interpolate(logits.float(), frame_shape, mode="bilinear", align_corners=False)
-        return full[:, 0].float().cpu().numpy()
+        return full[:, 0].cpu().numpy()
 
     def _prompt_logits(self, embedding, seed: SlicePrompt, frame_shape) -> torch.Tensor:
         """Logits 1 x 1 x S x S of the prompted frame: SAM's decode of the points/box, or the
