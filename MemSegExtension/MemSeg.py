@@ -59,7 +59,7 @@ def settingsInputSize(model):
     size = slicer.util.settingsValue(INPUT_SIZE_SETTING, "")
     if not size:
         return None
-    from MemSegLogic.checkpoints import get_checkpoint
+    from MemSegLogic.runtime.checkpoints import get_checkpoint
 
     try:
         return int(size) if get_checkpoint(model).engine == "medsam2" else None
@@ -94,10 +94,10 @@ def _importMrml():
 
 def ensureDependencies(askConfirmation=True):
     """Install what MemSeg still needs in Slicer's Python, after one confirmation listing it
-    (the decisions are MemSegLogic.dependencies', unit-tested). Returns True when all is there.
+    (the decisions are MemSegLogic.runtime.dependencies', unit-tested). Returns True when all is there.
     Never called at module load."""
     _ensureLogicImportable()
-    from MemSegLogic import dependencies
+    from MemSegLogic.runtime import dependencies
 
     here = os.path.dirname(os.path.abspath(__file__))
     requirements = next(p for p in (os.path.join(here, "Resources", "requirements.txt"),
@@ -198,7 +198,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self._task = None  # the running MemSegLogic.background.BackgroundTask
+        self._task = None  # the running MemSegLogic.runtime.background.BackgroundTask
         self._finish = None  # what runs on the main thread with its result
         self._what = ""
         self._queue = []  # segmentations still to run (a batch)
@@ -417,7 +417,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         _ensureLogicImportable()
         models = []  # (name, description)
         try:
-            from MemSegLogic import checkpoints
+            from MemSegLogic.runtime import checkpoints
 
             models = [(_checkpointName(c), getattr(c, "description", "")) for c in checkpoints.list_checkpoints(checkpoints.VOLUME_ENGINES)]
         except Exception:
@@ -436,7 +436,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.presetCombo.clear()
         self.presetCombo.addItem(_("(default)"), "")
         try:
-            from MemSegLogic import intensity
+            from MemSegLogic.core import intensity
 
             for name in intensity.PRESET_NAMES:
                 self.presetCombo.addItem(name, name)
@@ -564,7 +564,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             _ensureLogicImportable()
             import MemSegLogic
-            from MemSegLogic import background
+            from MemSegLogic.runtime import background
 
             volume = _importMrml().volumeFromNode(volumeNode, referenceNode=segmentationNode)
         except Exception as error:
@@ -659,7 +659,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Fill the weights table; ``check`` hashes the selected file first."""
         _ensureLogicImportable()
         try:
-            from MemSegLogic import checkpoints
+            from MemSegLogic.runtime import checkpoints
         except Exception:
             logging.warning("MemSeg: could not list the model weights", exc_info=True)
             return
@@ -683,7 +683,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         name = self._selectedCheckpoint()
         if name is None or self._task is not None:
             return
-        from MemSegLogic import background, checkpoints
+        from MemSegLogic.runtime import background, checkpoints
 
         def finish(path):
             self._populateCheckpoints()
@@ -702,7 +702,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if name is None or not slicer.util.confirmOkCancelDisplay(
                 _("Delete the downloaded weights of {name}?").format(name=name)):
             return
-        from MemSegLogic import checkpoints
+        from MemSegLogic.runtime import checkpoints
 
         try:
             checkpoints.delete_checkpoint(name)

@@ -9,13 +9,13 @@ Only `MemSegLogic.mrml` imports Slicer; everything else runs in plain Python.
     result.mask  # uint8, KJI, same grid as the volume
 """
 
-from .api import DEFAULT_MODEL, SegmentationResult, segment_volume
-from .checkpoints import Checkpoint, get_checkpoint, list_checkpoints, register_checkpoint
+from .volume3d.segment import DEFAULT_MODEL, SegmentationResult, segment_volume
+from .runtime.checkpoints import Checkpoint, get_checkpoint, list_checkpoints, register_checkpoint
 from .errors import (CheckpointError, DeviceError, InvalidPromptError, InvalidVolumeError, MemSegError,
                      SegmentationCancelled)
-from .intensity import PRESET_NAMES, PRESETS, to_uint8
-from .prompt import Prompt, SlicePrompt
-from .volume import Volume
+from .core.intensity import PRESET_NAMES, PRESETS, to_uint8
+from .core.prompt import Prompt, SlicePrompt
+from .core.volume import Volume
 
 __version__ = "0.1.0"
 

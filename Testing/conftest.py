@@ -25,7 +25,7 @@ DATA_CACHE = pathlib.Path(os.environ.get("MEMSEG_TEST_DATA", REPO / ".cache" / "
 @pytest.fixture(scope="session")
 def chest_ct():
     """slicerio's real chest CT (128x128x34, LPS file) and its reference segmentation."""
-    from MemSegLogic.data import load_chest_ct
+    from MemSegLogic.app.samples import load_chest_ct
 
     return load_chest_ct()
 
@@ -33,7 +33,7 @@ def chest_ct():
 @pytest.fixture(scope="session")
 def pyradiomics_data():
     """Folder with pyradiomics' real CT/MR cases, fetched once from PyPI (skips when offline)."""
-    from MemSegLogic.data import fetch_pyradiomics_data
+    from MemSegLogic.app.samples import fetch_pyradiomics_data
 
     try:
         return fetch_pyradiomics_data(DATA_CACHE)
@@ -46,7 +46,7 @@ def pyradiomics_data():
 def tiny_sam2_checkpoint():
     """Random-weight SAM 2.0 Hiera-T at 256 px saved as ``{"model": state_dict}`` (bf16, like
     MedSAM2_pretrain.pth) and registered, so tests go through the real registry and loader."""
-    from MemSegLogic.checkpoints import Checkpoint, register_checkpoint, sha256_of, unregister_checkpoint
+    from MemSegLogic.runtime.checkpoints import Checkpoint, register_checkpoint, sha256_of, unregister_checkpoint
     from random_weights import save_random_sam2
 
     config, size = "configs/sam2/sam2_hiera_t.yaml", 256
@@ -73,9 +73,9 @@ def tiny_memsam_checkpoint():
 def _headless_scene():
     """An MRML scene with the module logics the Slicer application would register, and the
     ``slicer.mrmlScene`` / ``slicer.app`` / ``slicer.modules`` shims `slicer.util` expects
-    (`MemSegLogic.mrml_sequence.headlessScene`; imported here so that a missing slicer-core only
+    (`MemSegLogic.mrml.sequences.headlessScene`; imported here so that a missing slicer-core only
     skips the tests that need it)."""
-    from MemSegLogic.mrml_sequence import headlessScene
+    from MemSegLogic.mrml.sequences import headlessScene
 
     return headlessScene(installShims=True)
 

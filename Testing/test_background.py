@@ -1,4 +1,4 @@
-"""Segmentation off the UI thread (`MemSegLogic.background`) with the real sam2 model code (tiny
+"""Segmentation off the UI thread (`MemSegLogic.runtime.background`) with the real sam2 model code (tiny
 random weights): the caller's thread keeps running and sees progress, Cancel stops the run and
 nothing is returned, errors come back with the worker's trace, and every task shares one worker."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from MemSegLogic import InvalidPromptError, Prompt, SegmentationCancelled, Volume, segment_volume
-from MemSegLogic.background import BackgroundTask
+from MemSegLogic.runtime.background import BackgroundTask
 
 pytest.importorskip("sam2")
 

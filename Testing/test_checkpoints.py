@@ -10,7 +10,7 @@ import pytest
 
 from MemSegLogic import CheckpointError, SegmentationCancelled
 from MemSegLogic.progress import Monitor
-from MemSegLogic.checkpoints import (Checkpoint, ensure_checkpoint, get_checkpoint, list_checkpoints,
+from MemSegLogic.runtime.checkpoints import (Checkpoint, ensure_checkpoint, get_checkpoint, list_checkpoints,
                                      register_checkpoint, sha256_of, unregister_checkpoint, weights_dir)
 
 REQUIRED = {"medsam2-pretrain", "medsam2-latest", "sam2-hiera-tiny", "sam2-hiera-small", "sam2.1-hiera-tiny",
@@ -141,7 +141,7 @@ def test_checkpoint_manager_states_and_delete(scratch_checkpoint):
     """What the module's checkpoint manager shows and does: missing -> present -> verified (hash
     checked), a file that fails the check is corrupt, delete removes the file and a partial
     download; packaged weights are refused."""
-    from MemSegLogic.checkpoints import (CORRUPT, MISSING, PRESENT, VERIFIED, checkpoint_state,
+    from MemSegLogic.runtime.checkpoints import (CORRUPT, MISSING, PRESENT, VERIFIED, checkpoint_state,
                                          delete_checkpoint)
 
     content = os.urandom(1 << 16)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from geometry_cases import GEOMETRIES
-from MemSegLogic.cine import Cine
+from MemSegLogic.cine.cine import Cine
 from MemSegLogic.errors import InvalidVolumeError
-from MemSegLogic.volume import LPS_TO_RAS
+from MemSegLogic.core.volume import LPS_TO_RAS
 
 TIMES = ("0", "0.04", "0.08", "0.12")
 

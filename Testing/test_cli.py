@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from MemSegLogic import Volume
-from MemSegLogic.data import dice
-from MemSegLogic.demo import seed_box
-from MemSegLogic.outputs import write_mask
+from MemSegLogic.app.samples import dice
+from MemSegLogic.app.demo import seed_box
+from MemSegLogic.io.segmentation_io import write_mask
 from geometry_cases import GEOMETRIES
 
 
@@ -90,7 +90,7 @@ def test_six_orientations_with_two_seeds_from_the_command_line(tmp_path, tiny_sa
     """`memseg segment ... --axes 3 --memory self-sorting` with points on two K slices: two
     conditioning slices on the seed axis, then the two other axes; run in-process so the test
     checkpoint registered by the fixture is visible."""
-    from MemSegLogic.cli import main
+    from MemSegLogic.app.cli import main
 
     k, j, i = np.indices((10, 28, 24))
     ball = ((k - 5) / 4.0) ** 2 + ((j - 14) / 9.0) ** 2 + ((i - 12) / 8.0) ** 2 < 1

@@ -5,7 +5,7 @@ import pathlib
 
 from packaging.requirements import Requirement
 
-from MemSegLogic.dependencies import current_plan, install_api, plan_install, read_requirements
+from MemSegLogic.runtime.dependencies import current_plan, install_api, plan_install, read_requirements
 
 REQUIREMENTS = pathlib.Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 EVERYTHING = {"numpy": "2.1.0", "SimpleITK": "2.4.0", "slicerio": "1.4.0", "hydra-core": "1.3.2",

@@ -21,10 +21,10 @@ def _ball():
 
 def test_clicks_preview_cancel_apply_and_one_undo(slicer_scene, tiny_sam2_checkpoint):
     from MemSegLogic import segment_volume
-    from MemSegLogic.background import BackgroundTask
-    from MemSegLogic.mrml import (editorLogicFor, orientedLabelmap, promptFromSliceView, removePreview,
+    from MemSegLogic.runtime.background import BackgroundTask
+    from MemSegLogic.mrml.nodes import (editorLogicFor, orientedLabelmap, promptFromSliceView, removePreview,
                                   segmentEditorNode, showPreview, undoLastEdit, volumeFromNode)
-    from MemSegLogic.slice_view import ClickedPrompt
+    from MemSegLogic.mrml.slice_view import ClickedPrompt
 
     ijk_to_ras = GEOMETRIES["lps-like-flipped"]
     volume_node = slicer.util.addVolumeFromArray(_ball().astype(np.float32), ijkToRAS=ijk_to_ras, name="ball")
@@ -76,7 +76,7 @@ def test_clicks_preview_cancel_apply_and_one_undo(slicer_scene, tiny_sam2_checkp
 
 def test_clicked_prompt_collects_seeds_per_slice_and_refuses_mixed_views():
     from MemSegLogic import InvalidPromptError, Prompt
-    from MemSegLogic.slice_view import ClickedPrompt
+    from MemSegLogic.mrml.slice_view import ClickedPrompt
 
     clicks = ClickedPrompt()
     with pytest.raises(InvalidPromptError, match="empty prompt"):

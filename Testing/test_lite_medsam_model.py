@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from MemSegLogic.checkpoints import CheckpointError, ensure_checkpoint, get_checkpoint
+from MemSegLogic.runtime.checkpoints import CheckpointError, ensure_checkpoint, get_checkpoint
 from MemSegLogic.models import lite_medsam as lm
 from MemSegLogic.models.sam_components import sam_modeling
 

@@ -138,7 +138,7 @@ def _frames(count=10, size=96):
 
 
 def _seed():
-    from MemSegLogic.prompt import SlicePrompt
+    from MemSegLogic.core.prompt import SlicePrompt
 
     return {5: SlicePrompt(5, np.array([[44.0, 48.0]]), np.array([1]), np.array([22.0, 26.0, 70.0, 70.0]))}
 

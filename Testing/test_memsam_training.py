@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from MemSegLogic.checkpoints import sha256_of, verify_sidecar
+from MemSegLogic.runtime.checkpoints import sha256_of, verify_sidecar
 from MemSegLogic.models.memsam import MemSAMConfig, load_memsam
 from MemSegLogic.training import checkpointing
 from MemSegLogic.training.clips import clip_frame_indices, fixed_click, make_clip, random_click

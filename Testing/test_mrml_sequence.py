@@ -22,11 +22,11 @@ from geometry_cases import _matrix, _rotation
 
 slicer = pytest.importorskip("slicer")
 
-from MemSegLogic import mrml_sequence as ms  # noqa: E402  (imports slicer)
-from MemSegLogic.cine import Cine  # noqa: E402
+from MemSegLogic.mrml import sequences as ms  # noqa: E402  (imports slicer)
+from MemSegLogic.cine.cine import Cine  # noqa: E402
 from MemSegLogic.errors import (InvalidPromptError, InvalidVolumeError, SegmentationCancelled,  # noqa: E402
                                  SequenceBrowserError)
-from MemSegLogic.sequence import SequenceResult, frame_prompt, segment_sequence  # noqa: E402
+from MemSegLogic.cine.segment import SequenceResult, frame_prompt, segment_sequence  # noqa: E402
 
 # Oblique, with the I axis flipped and anisotropic pixels: a frame's IJK->RAS that naive code gets wrong.
 FRAME_TO_RAS = _matrix(_rotation(0, 21) @ _rotation(2, -34) @ np.diag([-1.0, 1.0, 1.0]), (0.31, 0.27, 1.0),
@@ -283,7 +283,7 @@ def test_writes_follow_the_editor_and_keep_each_frames_other_segments(slicer_sce
     """An existing segmentation sequence (recorded as Slicer's UI records one: proxy = the user's
     segmentation, save changes on) with another structure drawn differently on every frame;
     editable area = inside that structure, intensity range 100..255 of the frame shown."""
-    from MemSegLogic.mrml import orientedLabelmap, segmentEditorNode
+    from MemSegLogic.mrml.nodes import orientedLabelmap, segmentEditorNode
 
     frames = _phantom()
     browser = _browser(slicer_scene, frames, FRAME_TO_RAS)

@@ -5,7 +5,7 @@ import pytest
 
 from geometry_cases import GEOMETRIES
 from MemSegLogic import InvalidPromptError, Prompt, Volume, to_uint8
-from MemSegLogic.geometry import slice_stack, unstack
+from MemSegLogic.core.geometry import slice_stack, unstack
 
 
 @pytest.fixture

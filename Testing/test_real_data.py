@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from MemSegLogic import segment_volume
-from MemSegLogic.data import dice, load_pyradiomics_case
-from MemSegLogic.demo import run_demo, seed_box
+from MemSegLogic.app.samples import dice, load_pyradiomics_case
+from MemSegLogic.app.demo import run_demo, seed_box
 
 RIGHT_LUNG_DICE_MIN = 0.90  # axes=3; one axis measured 0.8684, so this also guards that axes=3 helps
 LUNG2_TUMOUR_DICE_MIN = 0.89
@@ -62,7 +62,7 @@ def test_painted_mask_seed_on_real_ct(chest_ct):
     """A mask painted on one slice (the reference's slice K=20) is kept as is there and carried
     through the lung. Measured 3D Dice 0.8332."""
     from MemSegLogic import Prompt
-    from MemSegLogic.geometry import slice_stack
+    from MemSegLogic.core.geometry import slice_stack
 
     volume, segments = chest_ct
     reference = segments["right lung"]

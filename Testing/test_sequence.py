@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from MemSegLogic.cine import Cine
+from MemSegLogic.cine.cine import Cine
 from MemSegLogic.errors import CheckpointError, InvalidPromptError, InvalidVolumeError, SegmentationCancelled
 from MemSegLogic.models.memsam import load_memsam
-from MemSegLogic.prompt import Prompt
-from MemSegLogic.sequence import frame_prompt, segment_sequence
+from MemSegLogic.core.prompt import Prompt
+from MemSegLogic.cine.segment import frame_prompt, segment_sequence
 
 CLICK = (118, 131)  # inside the phantom's ellipse on every frame
 
@@ -190,7 +190,7 @@ def test_memsam_weights_missing_corrupt_or_foreign(phantom, tiny_memsam_checkpoi
 
 
 def test_cli_echo_writes_a_mask_sequence_on_the_cine_grid(tiny_memsam_checkpoint, tmp_path, capsys):
-    from MemSegLogic.cli import main
+    from MemSegLogic.app.cli import main
 
     frames = _beating_ellipse(frames=3, height=120, width=100).astype(np.uint8)
     oblique = np.array([[0.0, -0.4, 0.1, 12.0], [-0.3, 0.0, 0.2, -7.0], [0.0, 0.1, -0.9, 3.5], [0, 0, 0, 1]])

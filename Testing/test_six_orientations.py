@@ -12,12 +12,12 @@ import pytest
 
 from geometry_cases import GEOMETRIES
 from MemSegLogic.engines.base import CarriedMaskEngine
-from MemSegLogic.fusion import fuse
-from MemSegLogic.geometry import in_plane_axes, slice_stack
+from MemSegLogic.volume3d.fusion import fuse
+from MemSegLogic.core.geometry import in_plane_axes, slice_stack
 from MemSegLogic.progress import Monitor
-from MemSegLogic.prompt import Prompt
-from MemSegLogic.propagation import SquarePixels, Window, object_window, propagate_volume, seed_plane
-from MemSegLogic.volume import Volume
+from MemSegLogic.core.prompt import Prompt
+from MemSegLogic.volume3d.propagation import SquarePixels, Window, object_window, propagate_volume, seed_plane
+from MemSegLogic.core.volume import Volume
 
 LOGIT = 10.0
 
@@ -216,7 +216,7 @@ def test_square_pixel_resampling_maps_back_onto_the_same_pixels(shape, spacing):
 
 
 def test_prompts_follow_square_pixel_resampling():
-    from MemSegLogic.prompt import SlicePrompt
+    from MemSegLogic.core.prompt import SlicePrompt
 
     grid = SquarePixels((10, 20), (3.0, 1.0))  # rows tripled
     seed = SlicePrompt(0, np.array([[4.0, 2.0]]), np.array([1]), np.array([1.0, 2.0, 5.0, 4.0]),
@@ -228,7 +228,7 @@ def test_prompts_follow_square_pixel_resampling():
 
 
 def test_window_moves_prompts_and_object_window_is_square_in_mm():
-    from MemSegLogic.prompt import SlicePrompt
+    from MemSegLogic.core.prompt import SlicePrompt
 
     window = Window(5, 20, (10, 30), (4, 40))
     seed = SlicePrompt(8, np.array([[6.0, 12.0]]), np.array([1]), np.array([4.0, 10.0, 9.0, 15.0]),
@@ -291,7 +291,7 @@ def test_weighted_fusion_trusts_fine_pixels_and_drops_slices_the_other_axes_refu
     wins there (the plain mean and the vote do not). K slice 1: K sees the object, I and J see
     nothing on the whole slice -> K's slice is refuted and drops out. K slice 2: only K looked ->
     K's value stays."""
-    from MemSegLogic.fusion import UNCONFIRMED_WEIGHT, agreement, slice_weights
+    from MemSegLogic.volume3d.fusion import UNCONFIRMED_WEIGHT, agreement, slice_weights
 
     k = np.full((3, 2, 2), 0.9, dtype=np.float32)
     i = np.full((3, 2, 2), 0.9, dtype=np.float32)
@@ -341,7 +341,7 @@ def test_weighted_fusion_leaves_out_an_axis_that_contradicts_the_seed_slice():
     """KJI (4, 4, 4), seed axis K with seed slice 1. I reproduces K's mask on that slice (Dice 1)
     and is kept; J finds a different region there (Dice 0) and is left out altogether, also
     where it alone looked. The plain mean keeps every axis."""
-    from MemSegLogic.fusion import seed_agreement
+    from MemSegLogic.volume3d.fusion import seed_agreement
 
     k = np.full((4, 4, 4), np.nan, dtype=np.float32)
     k[:3] = 0.1
@@ -402,7 +402,7 @@ def test_other_axes_are_skipped_where_the_object_is_too_thin_for_the_model():
     then skips the thin case and says why; a 20-slice object on 1 mm voxels is run."""
     from MemSegLogic.engines.base import Engine
     from MemSegLogic.engines.lite_medsam import LiteMedSAMEngine
-    from MemSegLogic.propagation import MIN_MODEL_PIXELS, object_span_in_model
+    from MemSegLogic.volume3d.propagation import MIN_MODEL_PIXELS, object_span_in_model
 
     mask = np.zeros((61, 512, 512), dtype=bool)
     mask[15:26, 200:260, 300:340] = True

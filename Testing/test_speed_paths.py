@@ -12,11 +12,11 @@ import torch
 pytest.importorskip("sam2")
 
 from MemSegLogic import Prompt, Volume, segment_volume
-from MemSegLogic.devices import run_shrinking_batch, set_cpu_threads
+from MemSegLogic.runtime.devices import run_shrinking_batch, set_cpu_threads
 from MemSegLogic.engines import clear_engine_cache, load_engine
 from MemSegLogic.errors import DeviceError
 from MemSegLogic.progress import Monitor
-from MemSegLogic.prompt import SlicePrompt
+from MemSegLogic.core.prompt import SlicePrompt
 
 SEED = 3
 BOX = np.array([70.0, 84.0, 190.0, 172.0])

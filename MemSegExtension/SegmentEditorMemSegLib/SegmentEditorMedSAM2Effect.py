@@ -39,7 +39,9 @@ def _logic():
 
     MemSeg._ensureLogicImportable()  # MemSegLogic sits next to the MemSeg module
     import MemSegLogic
-    from MemSegLogic import background, mrml, slice_view
+    from MemSegLogic.runtime import background
+    from MemSegLogic import mrml
+    from MemSegLogic.mrml import slice_view
 
     return MemSegLogic, background, mrml, slice_view
 
@@ -142,7 +144,8 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
     def _populateChoices(self):
         try:
             _logic()
-            from MemSegLogic import checkpoints, intensity
+            from MemSegLogic.runtime import checkpoints
+            from MemSegLogic.core import intensity
 
             names = [c.name for c in checkpoints.list_checkpoints(checkpoints.VOLUME_ENGINES)]
             presets = list(intensity.PRESET_NAMES)

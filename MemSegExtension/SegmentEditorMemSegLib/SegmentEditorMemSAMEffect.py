@@ -36,7 +36,10 @@ def _logic():
 
     MemSeg._ensureLogicImportable()
     import MemSegLogic
-    from MemSegLogic import background, mrml, mrml_sequence, sequence, slice_view
+    from MemSegLogic.runtime import background
+    from MemSegLogic import mrml
+    from MemSegLogic.mrml import sequences, slice_view
+    from MemSegLogic.cine import segment
 
     return MemSegLogic, background, mrml, mrml_sequence, sequence, slice_view
 
@@ -133,7 +136,7 @@ class SegmentEditorMemSAMEffect(AbstractScriptedSegmentEditorEffect):
         names = [DEFAULT_MODEL]
         try:
             _logic()
-            from MemSegLogic import checkpoints
+            from MemSegLogic.runtime import checkpoints
 
             names += [c.name for c in checkpoints.list_checkpoints(("memsam",) + checkpoints.VOLUME_ENGINES)]
         except Exception:  # dependencies not installed yet: the MemSeg module offers to install them

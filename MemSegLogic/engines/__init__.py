@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from ..checkpoints import Checkpoint, ensure_checkpoint, get_checkpoint
+from ..runtime.checkpoints import Checkpoint, ensure_checkpoint, get_checkpoint
 from .base import NOT_VISITED_LOGIT, Engine, PassResult
 
 _CACHE_SIZE = 2

@@ -8,7 +8,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from ..progress import Monitor
-from ..prompt import SlicePrompt
+from ..core.prompt import SlicePrompt
 
 # Logit stored for frames a pass never reached (SAM 2 uses the same value for "no object").
 NOT_VISITED_LOGIT = -1024.0

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoints import Checkpoint
-from ..prompt import SlicePrompt
+from ..runtime.checkpoints import Checkpoint
+from ..core.prompt import SlicePrompt
 from .base import CarriedMaskEngine
 
 # Logit magnitude given to a user-painted seed mask (sigmoid(12) > 0.99999).

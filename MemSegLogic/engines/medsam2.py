@@ -14,11 +14,11 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from ..checkpoints import Checkpoint
-from ..devices import autocast, run_shrinking_batch
+from ..runtime.checkpoints import Checkpoint
+from ..runtime.devices import autocast, run_shrinking_batch
 from ..errors import CheckpointError
 from ..progress import Monitor
-from ..prompt import SlicePrompt
+from ..core.prompt import SlicePrompt
 from .base import Engine, PassResult, directions
 from .memory_bank import BankEntry
 

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoints import MEMSAM_DEFAULT, resolve_memsam_weights
-from ..devices import autocast, run_shrinking_batch
+from ..runtime.checkpoints import MEMSAM_DEFAULT, resolve_memsam_weights
+from ..runtime.devices import autocast, run_shrinking_batch
 from ..progress import Monitor
-from ..prompt import SlicePrompt
+from ..core.prompt import SlicePrompt
 
 DEFAULT_MEMORY_FRAMES = 16
 ENCODE_CHUNK = 8  # frames per image-encoder batch: bounds peak memory, progress between chunks

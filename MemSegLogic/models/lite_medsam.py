@@ -154,7 +154,7 @@ def load_lite_medsam(path: Union[str, Path], device: Union[str, torch.device] = 
     """Build LiteMedSAM, load weights strictly, move to ``device`` and switch to eval mode.
 
     Args:
-        path: checkpoint file (the verified packaged one: ``MemSegLogic.checkpoints.ensure_checkpoint(
+        path: checkpoint file (the verified packaged one: ``MemSegLogic.runtime.checkpoints.ensure_checkpoint(
             "medsam-lite")``). A plain state dict is expected; a ``{"model": state_dict}`` training checkpoint (as written
             by the LiteMedSAM fine-tuning scripts) is unwrapped.
         device: torch device for the model.

@@ -20,7 +20,7 @@ from typing import Any, Dict
 
 import torch
 
-from ..checkpoints import SIDECAR_SUFFIX, sha256_of
+from ..runtime.checkpoints import SIDECAR_SUFFIX, sha256_of
 from ..errors import CheckpointError
 from ..models.memsam import MemSAM, save_memsam
 

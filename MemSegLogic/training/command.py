@@ -52,7 +52,7 @@ def run_train_memsam(args) -> int:
     """Handler of ``memseg train-memsam``: progress on stderr, one line per epoch, a summary at the end."""
     import threading
 
-    from ..cli import _StderrProgress
+    from ..app.cli import _StderrProgress
     from .memsam_trainer import EpochRecord, train_memsam
 
     quiet = getattr(args, "quiet", False)

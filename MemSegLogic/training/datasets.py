@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
-from ..cine import Cine, memsam_range, to_gray
+from ..cine.cine import Cine, memsam_range, to_gray
 from ..errors import InvalidVolumeError, MemSegError
 
 __all__ = [

@@ -36,8 +36,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 import numpy as np
 import torch
 
-from .. import checkpoints
-from ..devices import resolve_device
+from ..runtime import checkpoints
+from ..runtime.devices import resolve_device
 from ..errors import CheckpointError, MemSegError, SegmentationCancelled
 from ..models.memsam import MASK_THRESHOLD, MemSAM, MemSAMConfig, build_memsam, init_from_sam, load_memsam
 from . import checkpointing as files

@@ -81,7 +81,7 @@ def load_volume(kind: str, cache: pathlib.Path):
     if kind == "phantom-large":
         return phantom((100, 256, 256), (0.8, 0.8, 2.0))
     if kind == "chest":
-        from MemSegLogic.data import load_chest_ct
+        from MemSegLogic.app.samples import load_chest_ct
 
         volume, segments = load_chest_ct()
         return volume, segments["right lung"], "ct-chest"
@@ -107,7 +107,7 @@ def _clinical_lung(cache: pathlib.Path):
     import SimpleITK as sitk
 
     from MemSegLogic import Volume
-    from MemSegLogic.data import fetch_pyradiomics_data, load_pyradiomics_case
+    from MemSegLogic.app.samples import fetch_pyradiomics_data, load_pyradiomics_case
 
     saved = cache / "lung1-512x512x200.npz"
     if not saved.exists():
@@ -137,7 +137,7 @@ def echo_frames(count: int) -> np.ndarray:
     """pydicom's real colour echo loop (30 frames, 240 x 320) in grey, repeated to ``count`` frames."""
     from pydicom.data import get_testdata_file
 
-    from MemSegLogic.cine import Cine, memsam_range
+    from MemSegLogic.cine.cine import Cine, memsam_range
 
     cine = Cine.read(get_testdata_file("examples_ybr_color.dcm"))
     gray = cine.gray()
@@ -148,9 +148,9 @@ def echo_frames(count: int) -> np.ndarray:
 def reference_extent(reference: np.ndarray):
     """Make `propagate_volume` learn where the object is from ``reference`` (see module doc):
     returns the engine class to use, after hooking `run_pass` to hand each pass its frames."""
-    from MemSegLogic import propagation
+    from MemSegLogic.volume3d import propagation
     from MemSegLogic.engines.medsam2 import MedSAM2Engine
-    from MemSegLogic.geometry import frame_spacing, slice_stack
+    from MemSegLogic.core.geometry import frame_spacing, slice_stack
 
     class ReferenceExtentEngine(MedSAM2Engine):
         """Random weights run in full on every visited slice; what they found is replaced by
@@ -187,14 +187,14 @@ def reference_extent(reference: np.ndarray):
 def run_row(row: str, preset: Preset, device_name: str, work: pathlib.Path, options) -> dict:
     import torch
 
-    from MemSegLogic.devices import resolve_device, set_cpu_threads
+    from MemSegLogic.runtime.devices import resolve_device, set_cpu_threads
 
     device = resolve_device(device_name)
     set_cpu_threads(options.threads)
     if row.startswith("memsam"):
         return _memsam_row(int(row.split("-")[1]), preset, device, work)
     volume, reference, intensity = load_volume(preset.volume, work)
-    from MemSegLogic.demo import seed_box
+    from MemSegLogic.app.demo import seed_box
 
     prompt, seed_slice = seed_box(reference)
     started = time.perf_counter()
@@ -243,9 +243,9 @@ def _stock_row(volume, intensity, prompt, seed_slice, preset, device, work) -> d
     from PIL import Image
     from sam2.build_sam import build_sam2_video_predictor
 
-    from MemSegLogic.devices import autocast
+    from MemSegLogic.runtime.devices import autocast
     from MemSegLogic.engines.medsam2 import sam2_overrides
-    from MemSegLogic.intensity import DEFAULT_PRESET, to_uint8
+    from MemSegLogic.core.intensity import DEFAULT_PRESET, to_uint8
 
     started = time.perf_counter()
     predictor = build_sam2_video_predictor(SAM2_CONFIG, str(work / "weights" / "sam2-random.pt"), device=str(device),
@@ -276,11 +276,11 @@ def _stock_row(volume, intensity, prompt, seed_slice, preset, device, work) -> d
 
 
 def _memseg_row(row, volume, reference, intensity, prompt, preset, device, work, options) -> dict:
-    from MemSegLogic.checkpoints import get_checkpoint
+    from MemSegLogic.runtime.checkpoints import get_checkpoint
     from MemSegLogic.engines.memory_bank import memory_banks
-    from MemSegLogic.fusion import fuse
-    from MemSegLogic.intensity import DEFAULT_PRESET, to_uint8
-    from MemSegLogic.propagation import propagate_volume
+    from MemSegLogic.volume3d.fusion import fuse
+    from MemSegLogic.core.intensity import DEFAULT_PRESET, to_uint8
+    from MemSegLogic.volume3d.propagation import propagate_volume
 
     engine_class = reference_extent(reference)
     naive = row == "memseg-naive6"
@@ -305,7 +305,7 @@ def _memseg_row(row, volume, reference, intensity, prompt, preset, device, work,
 
 def _lite_row(row, volume, reference, intensity, prompt, device) -> dict:
     from MemSegLogic import segment_volume
-    from MemSegLogic.data import dice
+    from MemSegLogic.app.samples import dice
     from MemSegLogic.engines import load_engine
 
     started = time.perf_counter()
@@ -320,7 +320,7 @@ def _lite_row(row, volume, reference, intensity, prompt, device) -> dict:
 
 def _memsam_row(frames_count: int, preset: Preset, device, work) -> dict:
     from MemSegLogic.engines.memsam import load_memsam_engine
-    from MemSegLogic.prompt import SlicePrompt
+    from MemSegLogic.core.prompt import SlicePrompt
 
     frames = echo_frames(frames_count)
     seed = SlicePrompt(0, np.array([[150.0, 110.0]]), np.array([1]), None)  # inside the left ventricle
@@ -365,7 +365,7 @@ def prepare(preset: Preset, work: pathlib.Path) -> None:
 
 
 def register_random_sam2(work: pathlib.Path) -> None:
-    from MemSegLogic.checkpoints import Checkpoint, register_checkpoint, sha256_of
+    from MemSegLogic.runtime.checkpoints import Checkpoint, register_checkpoint, sha256_of
 
     path = work / "weights" / "sam2-random.pt"
     register_checkpoint(Checkpoint(
@@ -377,7 +377,7 @@ def environment(device_name: str, preset_name: str, preset: Preset, options) -> 
     import sam2
     import torch
 
-    from MemSegLogic.devices import resolve_device
+    from MemSegLogic.runtime.devices import resolve_device
 
     device = resolve_device(device_name)
     info = {"preset": preset_name, "device": str(device), "python": platform.python_version(),

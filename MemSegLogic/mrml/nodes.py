@@ -24,11 +24,11 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from .api import SegmentationResult, segment_volume
-from .errors import InvalidPromptError, InvalidVolumeError
-from .geometry import AXIS_NAMES, axis_index, transform_points
-from .prompt import Prompt
-from .volume import Volume
+from ..volume3d.segment import SegmentationResult, segment_volume
+from ..errors import InvalidPromptError, InvalidVolumeError
+from ..core.geometry import AXIS_NAMES, axis_index, transform_points
+from ..core.prompt import Prompt
+from ..core.volume import Volume
 
 # One editor logic per segmentation node keeps that node's undo history between calls.
 _editor_logics: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -151,7 +151,7 @@ def promptFromSliceView(volumeNode, sliceNode, positiveXY=(), negativeXY=(), box
 def promptFromSegmentSlice(volumeNode, segmentationNode, segmentId, sliceNode) -> Prompt:
     """A mask prompt: the segment's cross-section on the volume slice a view shows (the Segment
     Editor's "seed from the current slice": paint or correct one slice, propagate it)."""
-    from .geometry import slice_stack
+    from ..core.geometry import slice_stack
     from .slice_view import view_axis
 
     ijk_to_world = _ijk_to_world(volumeNode)

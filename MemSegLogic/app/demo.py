@@ -14,13 +14,13 @@ from typing import Optional
 
 import numpy as np
 
-from .api import segment_volume
-from .checkpoints import get_checkpoint, is_available
-from .data import dice, load_chest_ct
-from .intensity import to_uint8
-from .outputs import write_mask
-from .overlay import PREDICTION_RGB, REFERENCE_RGB, orthogonal_views
-from .prompt import Prompt
+from ..volume3d.segment import segment_volume
+from ..runtime.checkpoints import get_checkpoint, is_available
+from .samples import dice, load_chest_ct
+from ..core.intensity import to_uint8
+from ..io.segmentation_io import write_mask
+from ..io.overlay import PREDICTION_RGB, REFERENCE_RGB, orthogonal_views
+from ..core.prompt import Prompt
 
 DEMO_SEGMENT = "right lung"
 DEMO_PRESET = "ct-chest"

@@ -9,7 +9,7 @@ segments of the same frame are kept, and the browser plays image and masks toget
 
 Console use (Slicer's Python console)::
 
-    from MemSegLogic import mrml_sequence
+    from MemSegLogic.mrml import sequences
     browser = slicer.util.getNode("US cine browser")
     segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     # a point list F placed on the frame shown (the browser's selected item)
@@ -32,12 +32,12 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from .cine import Cine, _need_plane, select_plane
-from .errors import InvalidPromptError, InvalidVolumeError, MemSegError, SequenceBrowserError
-from .geometry import transform_points
-from .mrml import (_control_points_world, _matrix_to_numpy, _numpy_to_matrix, _roi_corners_world, _to_world,
+from ..cine.cine import Cine, _need_plane, select_plane
+from ..errors import InvalidPromptError, InvalidVolumeError, MemSegError, SequenceBrowserError
+from ..core.geometry import transform_points
+from .nodes import (_control_points_world, _matrix_to_numpy, _numpy_to_matrix, _roi_corners_world, _to_world,
                    editorLogicFor, writeMaskToSegment)
-from .sequence import SequenceResult, frame_prompt, segment_sequence
+from ..cine.segment import SequenceResult, frame_prompt, segment_sequence
 
 SEGMENTATION_SEQUENCE_SUFFIX = ".seq.mrb"
 SCENE_BUNDLE_SUFFIX = ".mrb"
@@ -359,11 +359,11 @@ def _span(values) -> str:
 def segmentSequence(browserNode, segmentationNode, segmentId, prompts, editorNode=None, plane=None,
                     **options) -> SequenceResult:
     """Segment the browser's cine from ``prompts`` (a `Prompt` on a frame, see
-    `MemSegLogic.sequence.frame_prompt`, or a markups point list / ROI on the frame shown) and
+    `MemSegLogic.cine.segment.frame_prompt`, or a markups point list / ROI on the frame shown) and
     record it in segment ``segmentId`` (created if missing) of a segmentation sequence in the
     same browser with ``segmentationNode`` as proxy (see `writeSequenceResult`).
 
-    ``options`` go to `MemSegLogic.sequence.segment_sequence` (model, device, threshold,
+    ``options`` go to `MemSegLogic.cine.segment.segment_sequence` (model, device, threshold,
     memory_frames, deep_update_every, seed, progress, cancel). ``plane`` chooses the plane of
     3D+t volumes. Nothing is written if the run fails or is cancelled. Returns the
     `SequenceResult` with ``segment_id`` set."""

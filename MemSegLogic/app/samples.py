@@ -17,7 +17,7 @@ import tempfile
 
 import numpy as np
 
-from .volume import LPS_TO_RAS, Volume
+from ..core.volume import LPS_TO_RAS, Volume
 
 PYRADIOMICS_CASES = ("lung1", "lung2", "brain1", "brain2", "breast1")
 

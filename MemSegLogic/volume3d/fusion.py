@@ -41,8 +41,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .data import dice
-from .geometry import frame_spacing, slice_stack
+from ..app.samples import dice
+from ..core.geometry import frame_spacing, slice_stack
 
 FUSION_MODES = ("weighted", "mean", "vote")
 DEFAULT_FUSION = "weighted"

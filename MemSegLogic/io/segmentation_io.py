@@ -9,7 +9,7 @@ import pathlib
 
 import numpy as np
 
-from .volume import LPS_TO_RAS, VOLUME_SUFFIXES, Volume
+from ..core.volume import LPS_TO_RAS, VOLUME_SUFFIXES, Volume
 
 DEFAULT_COLOR = (0.95, 0.55, 0.15)
 

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from typing import Callable, Dict, Optional
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +179,7 @@ def download_checkpoint(name_or_checkpoint, progress: Optional[Callable[[float, 
                         cancel=None) -> pathlib.Path:
     """`ensure_checkpoint` for a background task: progress reported, stopped by ``cancel`` (a
     `threading.Event`) with nothing left behind."""
-    from .progress import Monitor
+    from ..progress import Monitor
 
     return ensure_checkpoint(name_or_checkpoint, download=True, progress=Monitor(progress, cancel).report)
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import InvalidVolumeError
+from ..errors import InvalidVolumeError
 
 
 @dataclasses.dataclass(frozen=True)

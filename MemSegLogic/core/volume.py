@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .errors import InvalidVolumeError
+from ..errors import InvalidVolumeError
 from .geometry import transform_points
 
 # RAS = diag(-1, -1, 1) * LPS (and the reverse): the only difference between Slicer and ITK.

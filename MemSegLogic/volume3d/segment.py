@@ -13,15 +13,15 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .checkpoints import VOLUME_ENGINES, get_checkpoint, list_checkpoints
-from .engines.base import DEFAULT_MEMORY
-from .errors import CheckpointError, InvalidPromptError
+from ..runtime.checkpoints import VOLUME_ENGINES, get_checkpoint, list_checkpoints
+from ..engines.base import DEFAULT_MEMORY
+from ..errors import CheckpointError, InvalidPromptError
 from .fusion import DEFAULT_FUSION, FUSION_MODES, fuse
-from .geometry import AXIS_NAMES
-from .intensity import DEFAULT_PRESET, to_uint8
-from .progress import Monitor, ProgressCallback
-from .prompt import Prompt
-from .volume import Volume
+from ..core.geometry import AXIS_NAMES
+from ..core.intensity import DEFAULT_PRESET, to_uint8
+from ..progress import Monitor, ProgressCallback
+from ..core.prompt import Prompt
+from ..core.volume import Volume
 
 DEFAULT_MODEL = "medsam2-pretrain"
 
@@ -55,7 +55,7 @@ class SegmentationResult:
         return Volume(self.mask, self.ijk_to_ras.copy())
 
     def fused(self, mode: str, threshold: float = 0.5):
-        """(probability, mask) of this run's axes fused another way (see `MemSegLogic.fusion`)."""
+        """(probability, mask) of this run's axes fused another way (see `MemSegLogic.volume3d.fusion`)."""
         axes = [AXIS_NAMES.index(name) for name in self.axis_probability]
         return fuse(list(self.axis_probability.values()), mode, threshold, axes, self.mask_volume().spacing,
                     self.seed_slices or None)
@@ -89,15 +89,15 @@ def segment_volume(
     volume: a `Volume` or a path to a file / DICOM folder; never modified.
     prompts: one `Prompt`, or several on different slices of the same axis (each becomes a
         conditioning slice; propagation runs forward from the first and backward from the last).
-    model: a registered checkpoint name (see `MemSegLogic.checkpoints.list_checkpoints`).
+    model: a registered checkpoint name (see `MemSegLogic.runtime.checkpoints.list_checkpoints`).
     axes: 3 = six orientations (the prompt's axis both ways, then the two other axes from the
         planes through the seed, fused); 1 = the prompt's axis in both directions only.
     device: "auto" (CUDA, then MPS, then CPU), "cuda", "mps" or "cpu".
-    preset: intensity preset name (`MemSegLogic.intensity.PRESETS`), default percentile clipping.
+    preset: intensity preset name (`MemSegLogic.core.intensity.PRESETS`), default percentile clipping.
     fusion: "weighted" (mean probability of the axes that covered a voxel and agree with the seed
         axis on the seed slice, each slice weighted by its resolution and by whether the other
         axes confirm it), "mean" (plain mean) or "vote"
-        (majority); see `MemSegLogic.fusion`.
+        (majority); see `MemSegLogic.volume3d.fusion`.
     memory: "self-sorting" (MedSAM-2's bank) or "sam2" (stock SAM 2 memory); engines without
         memory (medsam-lite) carry masks instead and ignore it. shared_memory: one bank for all
         passes instead of one per direction. seed: seeds the bank's resampling.
@@ -117,9 +117,9 @@ def segment_volume(
     progress: called as ``progress(fraction, message)``; cancel: a `threading.Event` that stops
         the run promptly with `SegmentationCancelled`.
     """
-    from .devices import is_out_of_memory, out_of_memory_error, resolve_device, set_cpu_threads
-    from .engines import load_engine
-    from .engines.memory_bank import memory_banks
+    from ..runtime.devices import is_out_of_memory, out_of_memory_error, resolve_device, set_cpu_threads
+    from ..engines import load_engine
+    from ..engines.memory_bank import memory_banks
     from .propagation import check_axes, propagate_volume
 
     started = time.perf_counter()

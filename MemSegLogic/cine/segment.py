@@ -16,12 +16,12 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .checkpoints import _REGISTRY, MEMSAM_DEFAULT, VOLUME_ENGINES, Checkpoint, get_checkpoint
+from ..runtime.checkpoints import _REGISTRY, MEMSAM_DEFAULT, VOLUME_ENGINES, Checkpoint, get_checkpoint
 from .cine import Cine, memsam_range
-from .errors import CheckpointError, InvalidPromptError
-from .geometry import AXIS_NAMES
-from .progress import Monitor, ProgressCallback
-from .prompt import Prompt
+from ..errors import CheckpointError, InvalidPromptError
+from ..core.geometry import AXIS_NAMES
+from ..progress import Monitor, ProgressCallback
+from ..core.prompt import Prompt
 
 TIME_AXIS = 2  # a cine's frames are the K slices of `Cine.time_volume`
 ZERO_SHOT_THRESHOLD = 0.5
@@ -113,7 +113,7 @@ def segment_sequence(
         the sensory-memory refresh (see `MemSAM.forward_clip`).
     progress, cancel: as in `segment_volume`.
     """
-    from .devices import is_out_of_memory, out_of_memory_error, resolve_device
+    from ..runtime.devices import is_out_of_memory, out_of_memory_error, resolve_device
 
     started = time.perf_counter()
     monitor = Monitor(progress, cancel)
@@ -130,8 +130,8 @@ def segment_sequence(
     try:
         if checkpoint is not None and checkpoint.engine != "memsam":
             return _zero_shot(cine, grid, prompt, checkpoint, device, threshold, progress, cancel, started)
-        from .engines.memsam import DEFAULT_MEMORY_FRAMES, load_memsam_engine
-        from .models.memsam import MASK_THRESHOLD
+        from ..engines.memsam import DEFAULT_MEMORY_FRAMES, load_memsam_engine
+        from ..models.memsam import MASK_THRESHOLD
 
         threshold = MASK_THRESHOLD if threshold is None else _check_threshold(threshold)
         memory_frames = DEFAULT_MEMORY_FRAMES if memory_frames is None else memory_frames
@@ -158,7 +158,7 @@ def _single_prompt(prompt) -> Prompt:
     if not prompts:
         raise InvalidPromptError("empty prompt: give at least one positive point, a box or a mask on one frame")
     if any(not isinstance(p, Prompt) for p in prompts):
-        raise InvalidPromptError("expected MemSegLogic.Prompt objects (see MemSegLogic.sequence.frame_prompt)")
+        raise InvalidPromptError("expected MemSegLogic.Prompt objects (see MemSegLogic.cine.segment.frame_prompt)")
     if len(prompts) > 1:
         raise InvalidPromptError(
             f"prompts on {len(prompts)} frames: MemSAM propagates from one prompted frame; keep the one on the "
@@ -184,7 +184,7 @@ def _check_threshold(threshold: float) -> float:
 def _zero_shot(cine: Cine, grid, prompt: Prompt, checkpoint: Checkpoint, device, threshold, progress, cancel,
                started):
     """A 3D engine run along time only, from the prompted frame both ways, never stopping early."""
-    from .api import segment_volume
+    from ..volume3d.segment import segment_volume
 
     threshold = ZERO_SHOT_THRESHOLD if threshold is None else _check_threshold(threshold)
     result = segment_volume(grid, prompt, model=checkpoint.name, axes=1, device=device, threshold=threshold,

@@ -19,8 +19,8 @@ import re
 import sys
 import threading
 
-from . import checkpoints
-from .errors import MemSegError
+from ..runtime import checkpoints
+from ..errors import MemSegError
 
 
 def _triple_list(text: str, count: int, what: str):
@@ -59,10 +59,10 @@ class _StderrProgress:
 
 
 def _segment(args) -> int:
-    from .api import segment_volume
-    from .outputs import write_mask
-    from .prompt import Prompt
-    from .volume import Volume
+    from ..volume3d.segment import segment_volume
+    from ..io.segmentation_io import write_mask
+    from ..core.prompt import Prompt
+    from ..core.volume import Volume
 
     volume = Volume.read(args.input)
     prompts = Prompt.several_from_ras(volume, positive=args.point or [], negative=args.negative or [],
@@ -107,8 +107,8 @@ def _plane(text):
 
 def _echo_prompt(args):
     """One frame's prompt from --point/--negative/--box (frames given in them, else --frame)."""
-    from .errors import InvalidPromptError
-    from .sequence import frame_prompt
+    from ..errors import InvalidPromptError
+    from ..cine.segment import frame_prompt
 
     frame_of = lambda values, n: int(values[n]) if len(values) > n else args.frame  # noqa: E731
     positive, negative = args.point or [], args.negative or []
@@ -121,8 +121,8 @@ def _echo_prompt(args):
 
 
 def _echo(args) -> int:
-    from .cine import Cine
-    from .sequence import segment_sequence
+    from ..cine.cine import Cine
+    from ..cine.segment import segment_sequence
 
     output = str(args.output).lower()
     if not output.endswith((".seq.nrrd", ".mrb")):
@@ -139,7 +139,7 @@ def _echo(args) -> int:
         progress.close()
     if output.endswith(".mrb"):
         try:
-            from .mrml_sequence import writeSequenceBundle
+            from ..mrml.sequences import writeSequenceBundle
         except ImportError as error:
             raise MemSegError(f"writing .mrb files needs Slicer's MRML libraries (pip install slicer-core): {error}; "
                               "or write a .seq.nrrd mask sequence") from None
@@ -194,10 +194,10 @@ def _demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .api import DEFAULT_MODEL
-    from .engines.base import DEFAULT_MEMORY, MEMORY_POLICIES
-    from .fusion import DEFAULT_FUSION, FUSION_MODES
-    from .intensity import PRESET_NAMES
+    from ..volume3d.segment import DEFAULT_MODEL
+    from ..engines.base import DEFAULT_MEMORY, MEMORY_POLICIES
+    from ..volume3d.fusion import DEFAULT_FUSION, FUSION_MODES
+    from ..core.intensity import PRESET_NAMES
 
     parser = argparse.ArgumentParser(prog="memseg", description="One-prompt 3D and 2D+t segmentation (MedSAM-2, LiteMedSAM, MemSAM).")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("--segment-name", default="MemSeg", help="segment name in a .seq.mrb output")
     echo.set_defaults(run=_echo)
 
-    from .training.command import add_train_memsam_parser
+    from ..training.command import add_train_memsam_parser
 
     add_train_memsam_parser(commands)
 

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .errors import InvalidPromptError
+from ..errors import InvalidPromptError
 from .geometry import AXIS_NAMES, axis_index, frame_xy, in_plane_axes, slice_stack
 from .volume import Volume
 

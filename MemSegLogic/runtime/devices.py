@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from .errors import DeviceError
+from ..errors import DeviceError
 
 
 def resolve_device(device="auto"):

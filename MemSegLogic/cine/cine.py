@@ -21,9 +21,9 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import InvalidVolumeError
-from .geometry import AXIS_NAMES, axis_index
-from .volume import LPS_TO_RAS, Volume, check_image_values
+from ..errors import InvalidVolumeError
+from ..core.geometry import AXIS_NAMES, axis_index
+from ..core.volume import LPS_TO_RAS, Volume, check_image_values
 
 SEQUENCE_SUFFIX = ".seq.nrrd"
 CINE_SUFFIXES = (SEQUENCE_SUFFIX, ".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", ".dcm")
@@ -175,7 +175,7 @@ def memsam_range(gray: np.ndarray) -> np.ndarray:
     low, high = float(gray.min()), float(gray.max())
     if low >= 0.0 and 1.0 < high <= 255.0:
         return gray.astype(np.float32, copy=False)
-    from .intensity import to_uint8
+    from ..core.intensity import to_uint8
 
     return to_uint8(gray).astype(np.float32)
 
