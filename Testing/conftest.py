@@ -46,8 +46,9 @@ def pyradiomics_data():
 def tiny_sam2_checkpoint():
     """Random-weight SAM 2.0 Hiera-T at 256 px saved as ``{"model": state_dict}`` (bf16, like
     MedSAM2_pretrain.pth) and registered, so tests go through the real registry and loader."""
-    from MemSegLogic.runtime.checkpoints import Checkpoint, register_checkpoint, sha256_of, unregister_checkpoint
     from random_weights import save_random_sam2
+
+    from MemSegLogic.runtime.checkpoints import Checkpoint, register_checkpoint, sha256_of, unregister_checkpoint
 
     config, size = "configs/sam2/sam2_hiera_t.yaml", 256
     path = save_random_sam2(pathlib.Path(os.environ["MEMSEG_WEIGHTS_DIR"]) / "tiny_sam2_hiera_t_random.pt", config, size)
@@ -71,13 +72,23 @@ def tiny_memsam_checkpoint():
 
 # -- headless Slicer -------------------------------------------------------------------------------------
 def _headless_scene():
-    """An MRML scene with the module logics the Slicer application would register, and the
-    ``slicer.mrmlScene`` / ``slicer.app`` / ``slicer.modules`` shims `slicer.util` expects
-    (`MemSegLogic.mrml.sequences.headlessScene`; imported here so that a missing slicer-core only
-    skips the tests that need it)."""
-    from MemSegLogic.mrml.sequences import headlessScene
+    """An MRML scene with the module logics the Slicer application would register
+    (`MemSegLogic.mrml.headlessScene`), and the ``slicer.mrmlScene`` / ``slicer.app`` /
+    ``slicer.modules`` that `slicer.util` expects, as the application sets them: stand-ins for
+    the application object only (imported here so that a missing slicer-core only skips the tests
+    that need it)."""
+    from types import SimpleNamespace
 
-    return headlessScene(installShims=True)
+    import slicer
+
+    from MemSegLogic.mrml import headlessScene
+
+    scene, app, logics = headlessScene()
+    slicer.mrmlScene = scene
+    slicer.app = SimpleNamespace(applicationLogic=lambda: app)
+    slicer.modules = SimpleNamespace(**{name.lower(): SimpleNamespace(logic=(lambda logic=logic: logic))
+                                        for name, logic in logics.items() if not name.startswith("_")})
+    return scene, app, logics
 
 
 @pytest.fixture

@@ -5,10 +5,17 @@ import threading
 
 import numpy as np
 import pytest
-
 from geometry_cases import GEOMETRIES
-from MemSegLogic import (CheckpointError, InvalidPromptError, InvalidVolumeError, Prompt, SegmentationCancelled,
-                         Volume, segment_volume)
+
+from MemSegLogic import (
+    CheckpointError,
+    InvalidPromptError,
+    InvalidVolumeError,
+    Prompt,
+    SegmentationCancelled,
+    Volume,
+    segment_volume,
+)
 
 pytest.importorskip("sam2")
 

@@ -10,8 +10,16 @@ import pytest
 
 from MemSegLogic import CheckpointError, SegmentationCancelled
 from MemSegLogic.progress import Monitor
-from MemSegLogic.runtime.checkpoints import (Checkpoint, ensure_checkpoint, get_checkpoint, list_checkpoints,
-                                     register_checkpoint, sha256_of, unregister_checkpoint, weights_dir)
+from MemSegLogic.runtime.checkpoints import (
+    Checkpoint,
+    ensure_checkpoint,
+    get_checkpoint,
+    list_checkpoints,
+    register_checkpoint,
+    sha256_of,
+    unregister_checkpoint,
+    weights_dir,
+)
 
 REQUIRED = {"medsam2-pretrain", "medsam2-latest", "sam2-hiera-tiny", "sam2-hiera-small", "sam2.1-hiera-tiny",
             "sam2.1-hiera-small", "medsam-lite"}
@@ -141,8 +149,7 @@ def test_checkpoint_manager_states_and_delete(scratch_checkpoint):
     """What the module's checkpoint manager shows and does: missing -> present -> verified (hash
     checked), a file that fails the check is corrupt, delete removes the file and a partial
     download; packaged weights are refused."""
-    from MemSegLogic.runtime.checkpoints import (CORRUPT, MISSING, PRESENT, VERIFIED, checkpoint_state,
-                                         delete_checkpoint)
+    from MemSegLogic.runtime.checkpoints import CORRUPT, MISSING, PRESENT, VERIFIED, checkpoint_state, delete_checkpoint
 
     content = os.urandom(1 << 16)
     good = scratch_checkpoint(content, sha256=hashlib.sha256(content).hexdigest(), name="manager-good")

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from geometry_cases import GEOMETRIES
-from MemSegLogic.cine.cine import Cine
-from MemSegLogic.errors import InvalidVolumeError
+
+from MemSegLogic.cine import Cine
 from MemSegLogic.core.volume import LPS_TO_RAS
+from MemSegLogic.errors import InvalidVolumeError
 
 TIMES = ("0", "0.04", "0.08", "0.12")
 

@@ -5,10 +5,9 @@ thread -> recorded as a segmentation sequence in the same browser."""
 
 import numpy as np
 import pytest
-
 from geometry_cases import _matrix, _rotation, slice_view_on, view_xy
 
-from MemSegLogic.cine.cine import Cine
+from MemSegLogic.cine import Cine
 
 slicer = pytest.importorskip("slicer")
 
@@ -28,11 +27,16 @@ def _frames(count=4, height=48, width=64):
 
 
 def test_click_on_the_frame_shown_segments_every_frame_on_the_worker(slicer_scene, tiny_memsam_checkpoint):
-    from MemSegLogic.runtime.background import BackgroundTask
-    from MemSegLogic.mrml.nodes import promptFromSliceView, segmentEditorNode
-    from MemSegLogic.mrml.sequences import addCineSequence, cineFromBrowser, writeSequenceResult
-    from MemSegLogic.cine.segment import prompt_on_frame, segment_sequence
+    from MemSegLogic.cine import prompt_on_frame, segment_sequence
+    from MemSegLogic.mrml import (
+        addCineSequence,
+        cineFromBrowser,
+        promptFromSliceView,
+        segmentEditorNode,
+        writeSequenceResult,
+    )
     from MemSegLogic.mrml.slice_view import ClickedPrompt
+    from MemSegLogic.runtime.background import BackgroundTask
 
     cine = Cine(_frames(), FRAME_TO_RAS, ("0", "0.02", "0.04", "0.06"), "time", "s")
     browser = addCineSequence(cine, slicer_scene, "echo")
@@ -69,9 +73,9 @@ def test_click_on_the_frame_shown_segments_every_frame_on_the_worker(slicer_scen
 
 
 def test_a_click_across_the_frame_is_refused(slicer_scene):
-    from MemSegLogic.errors import InvalidPromptError
+    from MemSegLogic.cine import prompt_on_frame
     from MemSegLogic.core.prompt import Prompt
-    from MemSegLogic.cine.segment import prompt_on_frame
+    from MemSegLogic.errors import InvalidPromptError
 
     with pytest.raises(InvalidPromptError, match="face-on"):
         prompt_on_frame(Prompt.from_points([(0, 10, 10)], axis="I"), 1)

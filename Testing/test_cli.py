@@ -5,12 +5,12 @@ import sys
 
 import numpy as np
 import pytest
+from geometry_cases import GEOMETRIES
 
 from MemSegLogic import Volume
-from MemSegLogic.app.samples import dice
 from MemSegLogic.app.demo import seed_box
+from MemSegLogic.core.metrics import dice
 from MemSegLogic.io.segmentation_io import write_mask
-from geometry_cases import GEOMETRIES
 
 
 def _memseg(*args):

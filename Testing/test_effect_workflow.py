@@ -5,7 +5,6 @@ editor logic (masking, overwrite) as one undo step."""
 
 import numpy as np
 import pytest
-
 from geometry_cases import GEOMETRIES, slice_view_on, view_xy
 
 slicer = pytest.importorskip("slicer")
@@ -21,10 +20,18 @@ def _ball():
 
 def test_clicks_preview_cancel_apply_and_one_undo(slicer_scene, tiny_sam2_checkpoint):
     from MemSegLogic import segment_volume
-    from MemSegLogic.runtime.background import BackgroundTask
-    from MemSegLogic.mrml.nodes import (editorLogicFor, orientedLabelmap, promptFromSliceView, removePreview,
-                                  segmentEditorNode, showPreview, undoLastEdit, volumeFromNode)
+    from MemSegLogic.mrml import (
+        editorLogicFor,
+        orientedLabelmap,
+        promptFromSliceView,
+        removePreview,
+        segmentEditorNode,
+        showPreview,
+        undoLastEdit,
+        volumeFromNode,
+    )
     from MemSegLogic.mrml.slice_view import ClickedPrompt
+    from MemSegLogic.runtime.background import BackgroundTask
 
     ijk_to_ras = GEOMETRIES["lps-like-flipped"]
     volume_node = slicer.util.addVolumeFromArray(_ball().astype(np.float32), ijkToRAS=ijk_to_ras, name="ball")

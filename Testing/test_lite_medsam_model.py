@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from MemSegLogic.runtime.checkpoints import CheckpointError, ensure_checkpoint, get_checkpoint
 from MemSegLogic.models import lite_medsam as lm
 from MemSegLogic.models.sam_components import sam_modeling
+from MemSegLogic.runtime.checkpoints import CheckpointError, ensure_checkpoint, get_checkpoint
 
 EXPECTED_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 EXPECTED_SIZE = 39_370_479

@@ -38,11 +38,11 @@ def test_same_masks_as_stock_sam2_video_predictor(tmp_path, tiny_sam2_checkpoint
     import torch
     from sam2.build_sam import build_sam2_video_predictor
 
-    from MemSegLogic.runtime.checkpoints import ensure_checkpoint
+    from MemSegLogic.core.prompt import SlicePrompt
     from MemSegLogic.engines import load_engine
     from MemSegLogic.engines.medsam2 import sam2_overrides
     from MemSegLogic.progress import Monitor
-    from MemSegLogic.core.prompt import SlicePrompt
+    from MemSegLogic.runtime.checkpoints import ensure_checkpoint
 
     frames = _phantom_frames(tmp_path)
     seed = 2
@@ -90,9 +90,9 @@ def test_early_stop_ends_a_direction_after_n_absent_slices(tmp_path, tiny_sam2_c
     full run."""
     import torch
 
+    from MemSegLogic.core.prompt import SlicePrompt
     from MemSegLogic.engines import load_engine
     from MemSegLogic.progress import Monitor
-    from MemSegLogic.core.prompt import SlicePrompt
 
     frames = _phantom_frames(tmp_path, count=9)
     engine = load_engine(tiny_sam2_checkpoint.name, torch.device("cpu"))

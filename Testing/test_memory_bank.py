@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from MemSegLogic.engines.memory_bank import (BankEntry, MemoryBanks, SelfSortingMemoryBank, memory_banks,
-                                             resampling_probabilities, summed_dissimilarity)
+from MemSegLogic.engines.memory_bank import (
+    BankEntry,
+    MemoryBanks,
+    SelfSortingMemoryBank,
+    memory_banks,
+    resampling_probabilities,
+    summed_dissimilarity,
+)
 
 
 def _entry(frame, memory, iou=0.9, descriptor=None, pass_id=0):

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 import torch
 
-from MemSegLogic.runtime.checkpoints import sha256_of, verify_sidecar
 from MemSegLogic.models.memsam import MemSAMConfig, load_memsam
+from MemSegLogic.runtime.checkpoints import sha256_of, verify_sidecar
 from MemSegLogic.training import checkpointing
 from MemSegLogic.training.clips import clip_frame_indices, fixed_click, make_clip, random_click
 from MemSegLogic.training.datasets import (

@@ -4,7 +4,6 @@ segment editor logic (masking, overwrite, undo), and segmentVolumeNode end to en
 import numpy as np
 import pytest
 import vtk
-
 from geometry_cases import GEOMETRIES, assert_same_voxels_by_position
 
 slicer = pytest.importorskip("slicer")
@@ -32,7 +31,7 @@ def _phantom(shape=(12, 20, 24)):
 
 @pytest.mark.parametrize("name", sorted(GEOMETRIES))
 def test_volume_from_node_keeps_voxels_and_geometry(slicer_scene, name):
-    from MemSegLogic.mrml.nodes import volumeFromNode
+    from MemSegLogic.mrml import volumeFromNode
 
     array = _phantom()
     node = _add_volume(array, GEOMETRIES[name])
@@ -45,7 +44,7 @@ def test_volume_from_node_keeps_voxels_and_geometry(slicer_scene, name):
 
 @pytest.mark.parametrize("name", sorted(GEOMETRIES))
 def test_mask_lands_in_segment_with_volume_geometry(slicer_scene, name):
-    from MemSegLogic.mrml.nodes import writeMaskToSegment
+    from MemSegLogic.mrml import writeMaskToSegment
 
     array = _phantom()
     node = _add_volume(array, GEOMETRIES[name])
@@ -63,7 +62,7 @@ def test_mask_lands_in_segment_with_volume_geometry(slicer_scene, name):
 
 
 def test_masking_inside_another_segment_and_overwrite_modes(slicer_scene):
-    from MemSegLogic.mrml.nodes import segmentEditorNode, writeMaskToSegment
+    from MemSegLogic.mrml import segmentEditorNode, writeMaskToSegment
 
     array = _phantom()
     node = _add_volume(array, GEOMETRIES["oblique"])
@@ -101,7 +100,7 @@ def test_masking_inside_another_segment_and_overwrite_modes(slicer_scene):
 
 
 def test_one_undo_restores_previous_state(slicer_scene):
-    from MemSegLogic.mrml.nodes import undoLastEdit, writeMaskToSegment
+    from MemSegLogic.mrml import undoLastEdit, writeMaskToSegment
 
     array = _phantom()
     node = _add_volume(array, GEOMETRIES["k-flipped"])
@@ -120,7 +119,7 @@ def test_one_undo_restores_previous_state(slicer_scene):
 
 
 def test_prompt_from_markups_lands_on_the_voxel(slicer_scene):
-    from MemSegLogic.mrml.nodes import promptFromMarkups, volumeFromNode
+    from MemSegLogic.mrml import promptFromMarkups, volumeFromNode
 
     matrix = GEOMETRIES["oblique"]
     node = _add_volume(_phantom(), matrix)
@@ -144,7 +143,7 @@ def test_batch_prompts_use_the_same_markups_on_every_volume_and_skip_those_they_
     """The module's batch run: one point list (world RAS) becomes each volume's own prompt, on
     the voxel under it in that volume's grid (here the same place sampled with I and J
     flipped); a volume the point misses, and a 2D one, are skipped with the reason."""
-    from MemSegLogic.mrml.nodes import batchPrompts, volumeFromNode
+    from MemSegLogic.mrml import batchPrompts, volumeFromNode
 
     near = _add_volume(_phantom(), GEOMETRIES["oblique"], "near")
     flip_ij = np.array([[-1, 0, 0, 23], [0, -1, 0, 19], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=float)  # IJK (24, 20, 12)
@@ -170,8 +169,8 @@ def test_batch_prompts_use_the_same_markups_on_every_volume_and_skip_those_they_
 def test_segment_volume_node_medsam_lite_real_ct(slicer_scene, chest_ct):
     """segmentVolumeNode with real weights on the real CT: right lung Dice, source unchanged."""
     from MemSegLogic import Prompt
-    from MemSegLogic.app.samples import dice
-    from MemSegLogic.mrml.nodes import segmentVolumeNode, undoLastEdit
+    from MemSegLogic.core.metrics import dice
+    from MemSegLogic.mrml import segmentVolumeNode, undoLastEdit
 
     volume, segments = chest_ct
     node = _add_volume(volume.array.copy(), volume.ijk_to_ras, name="CTChest4")
@@ -196,7 +195,7 @@ def test_segment_volume_node_six_orientations_with_sam2_code(slicer_scene, tiny_
     weights): the fused mask is what lands in the segment, on an oblique volume."""
     pytest.importorskip("sam2")
     from MemSegLogic import Prompt
-    from MemSegLogic.mrml.nodes import segmentVolumeNode
+    from MemSegLogic.mrml import segmentVolumeNode
 
     k, j, i = np.indices((8, 28, 24))
     ball = ((k - 4) / 3.0) ** 2 + ((j - 14) / 9.0) ** 2 + ((i - 12) / 8.0) ** 2 < 1
@@ -216,7 +215,7 @@ def test_files_we_write_read_back_identically_in_slicer(slicer_scene, tmp_path, 
     the same RAS position. (Slicer's reader turns a left-handed grid right-handed by reversing K,
     so the arrays are compared by position, not index.)"""
     from MemSegLogic import Volume
-    from MemSegLogic.mrml.nodes import volumeFromNode
+    from MemSegLogic.mrml import volumeFromNode
 
     volume = Volume(_phantom(), GEOMETRIES[name])
     path = tmp_path / f"ours{suffix}"
@@ -240,7 +239,7 @@ def test_files_we_write_read_back_identically_in_slicer(slicer_scene, tmp_path, 
 def test_parent_transforms_are_followed(slicer_scene):
     """A volume under a linear transform: a point placed in the view (world RAS) still lands on
     the voxel under it, and the geometry handed to the segmentation is in its own frame."""
-    from MemSegLogic.mrml.nodes import promptFromMarkups, volumeFromNode
+    from MemSegLogic.mrml import promptFromMarkups, volumeFromNode
 
     node = _add_volume(_phantom(), GEOMETRIES["oblique"])
     transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")

@@ -17,16 +17,18 @@ import threading
 import numpy as np
 import pytest
 import vtk
-
 from geometry_cases import _matrix, _rotation
 
 slicer = pytest.importorskip("slicer")
 
-from MemSegLogic.mrml import sequences as ms  # noqa: E402  (imports slicer)
-from MemSegLogic.cine.cine import Cine  # noqa: E402
-from MemSegLogic.errors import (InvalidPromptError, InvalidVolumeError, SegmentationCancelled,  # noqa: E402
-                                 SequenceBrowserError)
-from MemSegLogic.cine.segment import SequenceResult, frame_prompt, segment_sequence  # noqa: E402
+from MemSegLogic import mrml_sequence as ms  # noqa: E402  (imports slicer)
+from MemSegLogic.cine import (  # noqa: E402
+    Cine,  # noqa: E402
+    SequenceResult,
+    frame_prompt,
+    segment_sequence,
+)
+from MemSegLogic.errors import InvalidPromptError, InvalidVolumeError, SegmentationCancelled, SequenceBrowserError  # noqa: E402
 
 # Oblique, with the I axis flipped and anisotropic pixels: a frame's IJK->RAS that naive code gets wrong.
 FRAME_TO_RAS = _matrix(_rotation(0, 21) @ _rotation(2, -34) @ np.diag([-1.0, 1.0, 1.0]), (0.31, 0.27, 1.0),
@@ -263,7 +265,7 @@ def test_segment_sequence_records_every_frame_in_the_browser(slicer_scene, refer
     path = tmp_path / "Heart.seq.mrb"
     ms.saveSequence(sequence, path)
     assert sequence.GetStorageNode() is None  # saving left the user's node as it was
-    scene, app, logics = ms.headlessScene(installShims=False, fileIO=True)  # kept alive while used
+    scene, app, logics = ms.headlessScene(fileIO=True)  # kept alive while used
     storage = scene.AddNewNodeByClass("vtkMRMLSequenceStorageNode")
     reloaded = scene.AddNewNodeByClass("vtkMRMLSequenceNode")
     storage.SetFileName(str(path))
@@ -283,7 +285,7 @@ def test_writes_follow_the_editor_and_keep_each_frames_other_segments(slicer_sce
     """An existing segmentation sequence (recorded as Slicer's UI records one: proxy = the user's
     segmentation, save changes on) with another structure drawn differently on every frame;
     editable area = inside that structure, intensity range 100..255 of the frame shown."""
-    from MemSegLogic.mrml.nodes import orientedLabelmap, segmentEditorNode
+    from MemSegLogic.mrml import orientedLabelmap, segmentEditorNode
 
     frames = _phantom()
     browser = _browser(slicer_scene, frames, FRAME_TO_RAS)
@@ -518,7 +520,7 @@ def test_real_echo_dicom_to_seq_mrb_and_scene(slicer_scene, tiny_memsam_checkpoi
     ms.writeSequenceBundle(cine, result, tmp_path / "cli.seq.mrb", segmentName="LV")
     np.testing.assert_array_equal(ms.readSegmentationSequence(tmp_path / "cli.seq.mrb").masks["LV"], result.masks)
     ms.writeSequenceBundle(cine, result, tmp_path / "cli.mrb", segmentName="LV")
-    scene, app, logics = ms.headlessScene(installShims=False, fileIO=True)  # kept alive while used
+    scene, app, logics = ms.headlessScene(fileIO=True)  # kept alive while used
     assert scene.ReadFromMRB(str(tmp_path / "cli.mrb"))
     opened = scene.GetFirstNodeByClass("vtkMRMLSequenceBrowserNode")
     assert opened.GetPlaybackRateFps() == pytest.approx(30.0, abs=0.01)

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from geometry_cases import GEOMETRIES
+
 from MemSegLogic import InvalidPromptError, Prompt, Volume, to_uint8
 from MemSegLogic.core.geometry import slice_stack, unstack
 

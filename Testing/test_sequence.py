@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from MemSegLogic.cine.cine import Cine
+from MemSegLogic.cine import Cine, frame_prompt, segment_sequence
+from MemSegLogic.core.prompt import Prompt
 from MemSegLogic.errors import CheckpointError, InvalidPromptError, InvalidVolumeError, SegmentationCancelled
 from MemSegLogic.models.memsam import load_memsam
-from MemSegLogic.core.prompt import Prompt
-from MemSegLogic.cine.segment import frame_prompt, segment_sequence
 
 CLICK = (118, 131)  # inside the phantom's ellipse on every frame
 

@@ -9,15 +9,15 @@ test_api.py (sam2 code) and test_real_data.py (LiteMedSAM weights on real CT).
 
 import numpy as np
 import pytest
-
 from geometry_cases import GEOMETRIES
-from MemSegLogic.engines.base import CarriedMaskEngine
-from MemSegLogic.volume3d.fusion import fuse
+
 from MemSegLogic.core.geometry import in_plane_axes, slice_stack
-from MemSegLogic.progress import Monitor
 from MemSegLogic.core.prompt import Prompt
-from MemSegLogic.volume3d.propagation import SquarePixels, Window, object_window, propagate_volume, seed_plane
 from MemSegLogic.core.volume import Volume
+from MemSegLogic.engines.base import CarriedMaskEngine
+from MemSegLogic.progress import Monitor
+from MemSegLogic.volume3d.fusion import fuse
+from MemSegLogic.volume3d.propagation import SquarePixels, Window, object_window, propagate_volume, seed_plane
 
 LOGIT = 10.0
 

@@ -5,7 +5,6 @@ sagittal views of flipped, permuted and oblique volumes (rotated to the volume p
 import numpy as np
 import pytest
 import vtk
-
 from geometry_cases import GEOMETRIES
 
 slicer = pytest.importorskip("slicer")
@@ -49,7 +48,7 @@ def _slicer_xy_to_ijk(slice_node, xy):
 
 @pytest.mark.parametrize("geometry", sorted(GEOMETRIES))
 def test_a_click_lands_on_the_voxel_under_the_cursor_in_every_view(slicer_scene, geometry):
-    from MemSegLogic.mrml.nodes import promptFromSliceView
+    from MemSegLogic.mrml import promptFromSliceView
 
     ijk_to_ras = GEOMETRIES[geometry]
     node = slicer.util.addVolumeFromArray(np.zeros(SHAPE_KJI, np.int16), ijkToRAS=ijk_to_ras, name="v")
@@ -73,7 +72,7 @@ def test_a_click_lands_on_the_voxel_under_the_cursor_in_every_view(slicer_scene,
 
 
 def test_a_dragged_box_and_negative_clicks_sit_on_the_view_slice(slicer_scene):
-    from MemSegLogic.mrml.nodes import promptFromSliceView
+    from MemSegLogic.mrml import promptFromSliceView
 
     ijk_to_ras = GEOMETRIES["k-flipped"]
     node = slicer.util.addVolumeFromArray(np.zeros(SHAPE_KJI, np.int16), ijkToRAS=ijk_to_ras, name="v")
@@ -89,7 +88,7 @@ def test_a_dragged_box_and_negative_clicks_sit_on_the_view_slice(slicer_scene):
 
 def test_an_oblique_reformat_is_refused_with_a_way_out(slicer_scene):
     from MemSegLogic.errors import InvalidPromptError
-    from MemSegLogic.mrml.nodes import promptFromSliceView
+    from MemSegLogic.mrml import promptFromSliceView
 
     node = slicer.util.addVolumeFromArray(np.zeros(SHAPE_KJI, np.int16), ijkToRAS=np.eye(4), name="v")
     view = _slice_view(slicer_scene, "Axial", node)
@@ -104,9 +103,9 @@ def test_an_oblique_reformat_is_refused_with_a_way_out(slicer_scene):
 
 
 def test_seed_from_the_segment_slice_a_view_shows(slicer_scene):
-    from MemSegLogic.errors import InvalidPromptError
     from MemSegLogic.core.geometry import slice_stack
-    from MemSegLogic.mrml.nodes import promptFromSegmentSlice
+    from MemSegLogic.errors import InvalidPromptError
+    from MemSegLogic.mrml import promptFromSegmentSlice
 
     ijk_to_ras = GEOMETRIES["permuted"]
     node = slicer.util.addVolumeFromArray(np.zeros(SHAPE_KJI, np.int16), ijkToRAS=ijk_to_ras, name="v")

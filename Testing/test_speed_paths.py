@@ -12,11 +12,11 @@ import torch
 pytest.importorskip("sam2")
 
 from MemSegLogic import Prompt, Volume, segment_volume
-from MemSegLogic.runtime.devices import run_shrinking_batch, set_cpu_threads
+from MemSegLogic.core.prompt import SlicePrompt
 from MemSegLogic.engines import clear_engine_cache, load_engine
 from MemSegLogic.errors import DeviceError
 from MemSegLogic.progress import Monitor
-from MemSegLogic.core.prompt import SlicePrompt
+from MemSegLogic.runtime.devices import run_shrinking_batch, set_cpu_threads
 
 SEED = 3
 BOX = np.array([70.0, 84.0, 190.0, 172.0])

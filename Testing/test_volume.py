@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from geometry_cases import GEOMETRIES, assert_same_voxels_by_position
+
 from MemSegLogic import InvalidVolumeError, Volume
 
 

@@ -15,8 +15,14 @@ import qt
 import slicer
 import vtk
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
-from SegmentEditorMemSegLib.PromptMarkers import (PromptMarkers, SliceViewClicks, settingsDevice, settingsInputSize,
-                                                   takeFinishedTask)
+
+from SegmentEditorMemSegLib.PromptMarkers import (
+    PromptMarkers,
+    SliceViewClicks,
+    settingsDevice,
+    settingsInputSize,
+    takeFinishedTask,
+)
 
 __all__ = ["SegmentEditorMedSAM2Effect"]
 
@@ -39,9 +45,9 @@ def _logic():
 
     MemSeg._ensureLogicImportable()  # MemSegLogic sits next to the MemSeg module
     import MemSegLogic
-    from MemSegLogic.runtime import background
     from MemSegLogic import mrml
     from MemSegLogic.mrml import slice_view
+    from MemSegLogic.runtime import background
 
     return MemSegLogic, background, mrml, slice_view
 
@@ -144,8 +150,8 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
     def _populateChoices(self):
         try:
             _logic()
-            from MemSegLogic.runtime import checkpoints
             from MemSegLogic.core import intensity
+            from MemSegLogic.runtime import checkpoints
 
             names = [c.name for c in checkpoints.list_checkpoints(checkpoints.VOLUME_ENGINES)]
             presets = list(intensity.PRESET_NAMES)

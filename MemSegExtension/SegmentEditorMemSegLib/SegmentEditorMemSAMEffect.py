@@ -15,6 +15,7 @@ import qt
 import slicer
 import vtk
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
+
 from SegmentEditorMemSegLib.PromptMarkers import PromptMarkers, SliceViewClicks, settingsDevice, takeFinishedTask
 
 __all__ = ["SegmentEditorMemSAMEffect"]
@@ -36,10 +37,10 @@ def _logic():
 
     MemSeg._ensureLogicImportable()
     import MemSegLogic
+    from MemSegLogic import mrml, mrml_sequence
+    from MemSegLogic.cine import segment as sequence
+    from MemSegLogic.mrml import slice_view
     from MemSegLogic.runtime import background
-    from MemSegLogic import mrml
-    from MemSegLogic.mrml import sequences, slice_view
-    from MemSegLogic.cine import segment
 
     return MemSegLogic, background, mrml, mrml_sequence, sequence, slice_view
 

@@ -1,1 +1,1 @@
-"""(filled in by the next commit)"""
+"""Entry points: the `memseg` command line, the demo, and the real sample data they use."""

@@ -19,8 +19,8 @@ import re
 import sys
 import threading
 
-from ..runtime import checkpoints
 from ..errors import MemSegError
+from ..runtime import checkpoints
 
 
 def _triple_list(text: str, count: int, what: str):
@@ -59,10 +59,10 @@ class _StderrProgress:
 
 
 def _segment(args) -> int:
-    from ..volume3d.segment import segment_volume
-    from ..io.segmentation_io import write_mask
     from ..core.prompt import Prompt
     from ..core.volume import Volume
+    from ..io.segmentation_io import write_mask
+    from ..volume3d.segment import segment_volume
 
     volume = Volume.read(args.input)
     prompts = Prompt.several_from_ras(volume, positive=args.point or [], negative=args.negative or [],
@@ -107,8 +107,8 @@ def _plane(text):
 
 def _echo_prompt(args):
     """One frame's prompt from --point/--negative/--box (frames given in them, else --frame)."""
-    from ..errors import InvalidPromptError
     from ..cine.segment import frame_prompt
+    from ..errors import InvalidPromptError
 
     frame_of = lambda values, n: int(values[n]) if len(values) > n else args.frame  # noqa: E731
     positive, negative = args.point or [], args.negative or []
@@ -139,7 +139,7 @@ def _echo(args) -> int:
         progress.close()
     if output.endswith(".mrb"):
         try:
-            from ..mrml.sequences import writeSequenceBundle
+            from ..mrml.bundles import writeSequenceBundle
         except ImportError as error:
             raise MemSegError(f"writing .mrb files needs Slicer's MRML libraries (pip install slicer-core): {error}; "
                               "or write a .seq.nrrd mask sequence") from None
@@ -194,10 +194,10 @@ def _demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..volume3d.segment import DEFAULT_MODEL
-    from ..engines.base import DEFAULT_MEMORY, MEMORY_POLICIES
-    from ..volume3d.fusion import DEFAULT_FUSION, FUSION_MODES
     from ..core.intensity import PRESET_NAMES
+    from ..engines.base import DEFAULT_MEMORY, MEMORY_POLICIES
+    from ..runtime.checkpoints import DEFAULT_MODEL
+    from ..volume3d.fusion import DEFAULT_FUSION, FUSION_MODES
 
     parser = argparse.ArgumentParser(prog="memseg", description="One-prompt 3D and 2D+t segmentation (MedSAM-2, LiteMedSAM, MemSAM).")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

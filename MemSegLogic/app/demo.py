@@ -14,13 +14,14 @@ from typing import Optional
 
 import numpy as np
 
-from ..volume3d.segment import segment_volume
-from ..runtime.checkpoints import get_checkpoint, is_available
-from .samples import dice, load_chest_ct
 from ..core.intensity import to_uint8
-from ..io.segmentation_io import write_mask
-from ..io.overlay import PREDICTION_RGB, REFERENCE_RGB, orthogonal_views
+from ..core.metrics import dice
 from ..core.prompt import Prompt
+from ..io.overlay import PREDICTION_RGB, REFERENCE_RGB, orthogonal_views
+from ..io.segmentation_io import write_mask
+from ..runtime.checkpoints import get_checkpoint, is_available
+from ..volume3d.segment import segment_volume
+from .samples import load_chest_ct
 
 DEMO_SEGMENT = "right lung"
 DEMO_PRESET = "ct-chest"

@@ -17,22 +17,10 @@ import tempfile
 
 import numpy as np
 
-from ..core.volume import LPS_TO_RAS, Volume
+from ..core.volume import Volume
+from ..io.segmentation_io import read_segmentation_file
 
 PYRADIOMICS_CASES = ("lung1", "lung2", "brain1", "brain2", "breast1")
-
-
-def read_segmentation_file(path) -> tuple:
-    """(segments, ijk_to_ras): ``segments`` maps each segment name to its KJI uint8 mask."""
-    import slicerio
-
-    segmentation = slicerio.read_segmentation(str(path))
-    ijk_to_ras = LPS_TO_RAS @ np.asarray(segmentation["ijkToLPS"], dtype=np.float64)
-    # slicerio's masks are indexed [i, j, k]; MemSeg's arrays are [k, j, i].
-    segments = {segment["name"]: np.ascontiguousarray(slicerio.segment_mask(segmentation, segment).transpose(2, 1, 0),
-                                                      dtype=np.uint8)
-                for segment in segmentation["segments"]}
-    return segments, ijk_to_ras
 
 
 def load_chest_ct() -> tuple:
@@ -80,9 +68,3 @@ def load_pyradiomics_case(folder, case: str) -> tuple:
         raise ValueError(f"{case}: label and image grids differ")
     return volume, (label.array > 0).astype(np.uint8)
 
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """3D Dice of two binary masks (1.0 when both are empty)."""
-    a, b = np.asarray(a) > 0, np.asarray(b) > 0
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total

@@ -1,1 +1,8 @@
-"""(filled in by the next commit)"""
+"""Cine loops (2D+t, e.g. echocardiography): the `Cine` type and `segment_sequence`, which
+propagates one frame's prompt through every frame."""
+
+from .cine import Cine, memsam_range, select_plane, to_gray
+from .segment import SequenceResult, frame_prompt, prompt_on_frame, segment_sequence
+
+__all__ = ["Cine", "SequenceResult", "frame_prompt", "memsam_range", "prompt_on_frame", "segment_sequence",
+           "select_plane", "to_gray"]

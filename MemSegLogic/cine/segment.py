@@ -16,12 +16,13 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..runtime.checkpoints import _REGISTRY, MEMSAM_DEFAULT, VOLUME_ENGINES, Checkpoint, get_checkpoint
-from .cine import Cine, memsam_range
-from ..errors import CheckpointError, InvalidPromptError
 from ..core.geometry import AXIS_NAMES
-from ..progress import Monitor, ProgressCallback
+from ..core.metrics import check_threshold, sigmoid
 from ..core.prompt import Prompt
+from ..errors import CheckpointError, InvalidPromptError
+from ..progress import Monitor, ProgressCallback
+from ..runtime.checkpoints import MEMSAM_DEFAULT, VOLUME_ENGINES, Checkpoint, get_checkpoint, is_registered
+from .cine import Cine, memsam_range
 
 TIME_AXIS = 2  # a cine's frames are the K slices of `Cine.time_volume`
 ZERO_SHOT_THRESHOLD = 0.5
@@ -113,7 +114,7 @@ def segment_sequence(
         the sensory-memory refresh (see `MemSAM.forward_clip`).
     progress, cancel: as in `segment_volume`.
     """
-    from ..runtime.devices import is_out_of_memory, out_of_memory_error, resolve_device
+    from ..runtime.devices import out_of_memory_as_device_error, resolve_device
 
     started = time.perf_counter()
     monitor = Monitor(progress, cancel)
@@ -127,23 +128,19 @@ def segment_sequence(
         raise CheckpointError(f"{checkpoint.name} is a {checkpoint.engine} checkpoint, not MemSAM weights nor a "
                               "model that can propagate through frames")
     torch_device = resolve_device(device)
-    try:
+    with out_of_memory_as_device_error(torch_device):
         if checkpoint is not None and checkpoint.engine != "memsam":
             return _zero_shot(cine, grid, prompt, checkpoint, device, threshold, progress, cancel, started)
         from ..engines.memsam import DEFAULT_MEMORY_FRAMES, load_memsam_engine
         from ..models.memsam import MASK_THRESHOLD
 
-        threshold = MASK_THRESHOLD if threshold is None else _check_threshold(threshold)
+        threshold = MASK_THRESHOLD if threshold is None else check_threshold(threshold)
         memory_frames = DEFAULT_MEMORY_FRAMES if memory_frames is None else memory_frames
         monitor.report(0.0, "loading MemSAM")
         engine = load_memsam_engine(checkpoint or model, torch_device)
         logits = engine.segment(memsam_range(grid.array), prompt.to_slice_prompt(), monitor.sub(0.02, 1.0),
                                 memory_frames=memory_frames, deep_update_every=deep_update_every, seed_rng=seed)
-    except RuntimeError as error:
-        if is_out_of_memory(error):
-            raise out_of_memory_error(torch_device) from error
-        raise
-    probability = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    probability = sigmoid(logits)
     monitor.report(1.0, f"done: {cine.n_frames} frames")
     return SequenceResult(
         masks=(probability > threshold).astype(np.uint8), probability=probability, ijk_to_ras=cine.ijk_to_ras.copy(),
@@ -172,13 +169,7 @@ def _single_prompt(prompt) -> Prompt:
 def _registered(model) -> Optional[Checkpoint]:
     if isinstance(model, Checkpoint):
         return model
-    return get_checkpoint(model) if isinstance(model, str) and model in _REGISTRY else None
-
-
-def _check_threshold(threshold: float) -> float:
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
-    return float(threshold)
+    return get_checkpoint(model) if is_registered(model) else None
 
 
 def _zero_shot(cine: Cine, grid, prompt: Prompt, checkpoint: Checkpoint, device, threshold, progress, cancel,
@@ -186,7 +177,7 @@ def _zero_shot(cine: Cine, grid, prompt: Prompt, checkpoint: Checkpoint, device,
     """A 3D engine run along time only, from the prompted frame both ways, never stopping early."""
     from ..volume3d.segment import segment_volume
 
-    threshold = ZERO_SHOT_THRESHOLD if threshold is None else _check_threshold(threshold)
+    threshold = ZERO_SHOT_THRESHOLD if threshold is None else check_threshold(threshold)
     result = segment_volume(grid, prompt, model=checkpoint.name, axes=1, device=device, threshold=threshold,
                             absent_slices=0, crop=False, progress=progress, cancel=cancel)
     return SequenceResult(

@@ -1,1 +1,2 @@
-"""(filled in by the next commit)"""
+"""MemSeg's vocabulary: the `Volume` type, `Prompt`, voxel geometry, intensity presets, metrics.
+Pure numpy; everything else in MemSegLogic builds on these."""

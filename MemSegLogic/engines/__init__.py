@@ -6,15 +6,9 @@ keeps the most recent ones, so repeated clicks in Slicer do not reload the model
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 from ..runtime.checkpoints import Checkpoint, ensure_checkpoint, get_checkpoint
 from .base import NOT_VISITED_LOGIT, Engine, PassResult
-
-_CACHE_SIZE = 2
-_cache: "OrderedDict[tuple, Engine]" = OrderedDict()
-_lock = threading.Lock()
+from .cache import clear_engine_cache, engine_cache
 
 
 def load_engine(model, device, download: bool = True, progress=None, **options) -> Engine:
@@ -25,31 +19,17 @@ def load_engine(model, device, download: bool = True, progress=None, **options) 
     weights = ensure_checkpoint(checkpoint, download=download, progress=progress)
     options = {name: value for name, value in options.items() if value is not None}
     key = (checkpoint, str(weights), str(device), tuple(sorted(options.items())))
-    with _lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
+
+    def build() -> Engine:
         if checkpoint.engine == "medsam2":
             from .medsam2 import MedSAM2Engine as engine_class
         elif checkpoint.engine == "medsam-lite":
             from .lite_medsam import LiteMedSAMEngine as engine_class
         else:  # a registry entry naming an engine this version does not know
             raise ValueError(f"checkpoint {checkpoint.name} needs unknown engine {checkpoint.engine!r}")
-        engine = engine_class(checkpoint, weights, device, **options)
-        _cache[key] = engine
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-        return engine
+        return engine_class(checkpoint, weights, device, **options)
 
-
-def clear_engine_cache() -> None:
-    """Forget loaded engines (3D and MemSAM): the next run loads its weights afresh."""
-    from . import memsam
-
-    with _lock:
-        _cache.clear()
-    with memsam._cache_lock:
-        memsam._cache.clear()
+    return engine_cache.get(key, build)
 
 
 __all__ = ["Engine", "PassResult", "NOT_VISITED_LOGIT", "load_engine", "clear_engine_cache"]

@@ -7,11 +7,14 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from ..progress import Monitor
 from ..core.prompt import SlicePrompt
+from ..progress import Monitor
 
 # Logit stored for frames a pass never reached (SAM 2 uses the same value for "no object").
 NOT_VISITED_LOGIT = -1024.0
+# Logit magnitude of a user-painted seed mask (sigmoid(12) > 0.99999): engines that take masks as
+# logits (LiteMedSAM's mask prompt, MemSAM's prompt value) encode the painted mask with it.
+MASK_SEED_LOGIT = 12.0
 # A pass ends after this many consecutive slices without the object, beyond the outermost seed
 # (each engine has its own default: `Engine.absent_slices`).
 DEFAULT_ABSENT_SLICES = 3

@@ -13,12 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..runtime.checkpoints import Checkpoint
 from ..core.prompt import SlicePrompt
-from .base import CarriedMaskEngine
-
-# Logit magnitude given to a user-painted seed mask (sigmoid(12) > 0.99999).
-MASK_SEED_LOGIT = 12.0
+from ..runtime.checkpoints import Checkpoint
+from .base import MASK_SEED_LOGIT, CarriedMaskEngine
 
 
 class LiteMedSAMEngine(CarriedMaskEngine):

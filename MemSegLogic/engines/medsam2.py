@@ -14,11 +14,11 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from ..runtime.checkpoints import Checkpoint
-from ..runtime.devices import autocast, run_shrinking_batch
+from ..core.prompt import SlicePrompt
 from ..errors import CheckpointError
 from ..progress import Monitor
-from ..core.prompt import SlicePrompt
+from ..runtime.checkpoints import Checkpoint
+from ..runtime.devices import autocast, run_shrinking_batch
 from .base import Engine, PassResult, directions
 from .memory_bank import BankEntry
 

@@ -27,25 +27,21 @@ artefact (written down in README "MemSAM on cine loops"):
 from __future__ import annotations
 
 import pathlib
-import threading
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.prompt import SlicePrompt
+from ..progress import Monitor
 from ..runtime.checkpoints import MEMSAM_DEFAULT, resolve_memsam_weights
 from ..runtime.devices import autocast, run_shrinking_batch
-from ..progress import Monitor
-from ..core.prompt import SlicePrompt
+from .base import MASK_SEED_LOGIT
+from .cache import engine_cache
 
 DEFAULT_MEMORY_FRAMES = 16
 ENCODE_CHUNK = 8  # frames per image-encoder batch: bounds peak memory, progress between chunks
-# Logit magnitude of a painted seed mask (sigmoid(12) > 0.99999): the prompt value is encoded
-# from logits, like the reference's click mask.
-MASK_SEED_LOGIT = 12.0
-_cache: dict = {}  # the most recently loaded engine
-_cache_lock = threading.Lock()
 
 
 class MemSAMSequenceEngine:
@@ -147,26 +143,24 @@ class MemSAMSequenceEngine:
 def load_memsam_engine(model=MEMSAM_DEFAULT, device=None, progress=None) -> MemSAMSequenceEngine:
     """A MemSAM engine from a registered name, ``"memsam"`` (the weights folder's memsam.pth) or
     a checkpoint path (the official layout; checked against ``<file>.sha256`` when present)."""
-    from ..models.memsam import load_memsam
-
     from ..errors import CheckpointError
+    from ..models.memsam import load_memsam
 
     device = torch.device(device or "cpu")
     path, verified = resolve_memsam_weights(model, progress=progress)
     name = model if isinstance(model, str) and not _is_path(model) else pathlib.Path(path).name
-    # The last engine is kept, so each click in Slicer does not reload ViT-B weights; a file
-    # rewritten since (training) has another size or time and is loaded afresh.
+    # A file rewritten since it was loaded (training) has another size or time: loaded afresh.
     stat = pathlib.Path(path).stat()
-    key = (str(pathlib.Path(path).resolve()), stat.st_size, stat.st_mtime_ns, str(device), name, verified)
-    with _cache_lock:
-        if key not in _cache:
-            try:
-                network = load_memsam(path, device=device)
-            except (ValueError, RuntimeError, OSError) as error:  # a truncated file, another model's weights...
-                raise CheckpointError(f"{path} is not a loadable MemSAM checkpoint: {error}") from None
-            _cache.clear()
-            _cache[key] = MemSAMSequenceEngine(network, name, device, verified)
-        return _cache[key]
+    key = ("memsam", str(pathlib.Path(path).resolve()), stat.st_size, stat.st_mtime_ns, str(device), name, verified)
+
+    def build() -> MemSAMSequenceEngine:
+        try:
+            network = load_memsam(path, device=device)
+        except (ValueError, RuntimeError, OSError) as error:  # a truncated file, another model's weights...
+            raise CheckpointError(f"{path} is not a loadable MemSAM checkpoint: {error}") from None
+        return MemSAMSequenceEngine(network, name, device, verified)
+
+    return engine_cache.get(key, build)
 
 
 def _is_path(model) -> bool:

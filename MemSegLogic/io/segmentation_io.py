@@ -1,4 +1,5 @@
-"""Writing results to files: Slicer segmentations (.seg.nrrd) and plain labelmaps (.nii.gz, .nrrd...).
+"""Segmentation files: Slicer segmentations (.seg.nrrd) read and written, plain labelmaps
+(.nii.gz, .nrrd...) written.
 
 `.seg.nrrd` goes through slicerio (Slicer's own segmentation file layout, kept up to date by the
 Slicer team) so segment names, colours and the image grid read back in Slicer exactly."""
@@ -9,7 +10,8 @@ import pathlib
 
 import numpy as np
 
-from ..core.volume import LPS_TO_RAS, VOLUME_SUFFIXES, Volume
+from ..core.volume import LPS_TO_RAS, Volume
+from .volume_io import VOLUME_SUFFIXES
 
 DEFAULT_COLOR = (0.95, 0.55, 0.15)
 
@@ -32,3 +34,16 @@ def write_mask(path, mask: np.ndarray, ijk_to_ras: np.ndarray, segment_name: str
     else:
         raise ValueError(f"unsupported output {path.name}: use .seg.nrrd, .nii.gz, .nii, .nrrd or .mha")
     return path
+
+
+def read_segmentation_file(path) -> tuple:
+    """(segments, ijk_to_ras): ``segments`` maps each segment name to its KJI uint8 mask."""
+    import slicerio
+
+    segmentation = slicerio.read_segmentation(str(path))
+    ijk_to_ras = LPS_TO_RAS @ np.asarray(segmentation["ijkToLPS"], dtype=np.float64)
+    # slicerio's masks are indexed [i, j, k]; MemSeg's arrays are [k, j, i].
+    segments = {segment["name"]: np.ascontiguousarray(slicerio.segment_mask(segmentation, segment).transpose(2, 1, 0),
+                                                      dtype=np.uint8)
+                for segment in segmentation["segments"]}
+    return segments, ijk_to_ras

@@ -1,52 +1,22 @@
-"""Slicer adapters: MRML nodes in, segments out. The only MemSegLogic module that imports `slicer`.
+"""MRML nodes in: volume nodes as `Volume`, markups and slice-view clicks as `Prompt`.
 
-Writes go through `vtkSlicerSegmentEditorLogic`, exactly as Segment Editor effects write: the
-editor node's masking (editable area, intensity range) and overwrite settings apply, and each
-write is one undo step. Works in the Slicer application and, for tests, with `slicer-core`.
-
-Console use (Slicer's Python console)::
-
-    from MemSegLogic import mrml
-    volume = slicer.util.getNode("CTChest")
-    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    segmentId = segmentation.GetSegmentation().AddEmptySegment("", "lung")
-    prompt = mrml.promptFromMarkups(volume, roiNode=slicer.util.getNode("R"))
-    mrml.segmentVolumeNode(volume, segmentation, segmentId, prompt, model="medsam-lite", preset="ct-lung")
-    mrml.undoLastEdit(segmentation)  # one undo removes the whole result
+Positions are taken in world RAS (parent transforms applied; a non-linear one is refused) and
+mapped to the volume's voxels, so a prompt lands on the voxel the user placed it on.
 """
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import slicer
 import vtk
-from vtk.util import numpy_support
 
-from ..volume3d.segment import SegmentationResult, segment_volume
-from ..errors import InvalidPromptError, InvalidVolumeError
 from ..core.geometry import AXIS_NAMES, axis_index, transform_points
 from ..core.prompt import Prompt
 from ..core.volume import Volume
-
-# One editor logic per segmentation node keeps that node's undo history between calls.
-_editor_logics: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+from ..errors import InvalidPromptError, InvalidVolumeError
 
 
-def _matrix_to_numpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-
-
-def _numpy_to_matrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
-    matrix = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            matrix.SetElement(r, c, float(array[r, c]))
-    return matrix
-
-
-def _to_world(node) -> np.ndarray:
+def toWorldMatrix(node) -> np.ndarray:
     """4x4 from the node's local RAS to world RAS (linear parent transforms only)."""
     transform = node.GetParentTransformNode() if node is not None else None
     if transform is None:
@@ -55,13 +25,14 @@ def _to_world(node) -> np.ndarray:
         raise InvalidVolumeError(f"{node.GetName()} is under a non-linear transform: harden it first")
     matrix = vtk.vtkMatrix4x4()
     transform.GetMatrixTransformToWorld(matrix)
-    return _matrix_to_numpy(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
 
 
-def _ijk_to_world(volumeNode) -> np.ndarray:
+def ijkToWorldMatrix(volumeNode) -> np.ndarray:
+    """4x4 from the volume's IJK to world RAS (its IJK->RAS under its parent transforms)."""
     matrix = vtk.vtkMatrix4x4()
     volumeNode.GetIJKToRASMatrix(matrix)
-    return _to_world(volumeNode) @ _matrix_to_numpy(matrix)
+    return toWorldMatrix(volumeNode) @ slicer.util.arrayFromVTKMatrix(matrix)
 
 
 def volumeFromNode(volumeNode, referenceNode=None) -> Volume:
@@ -76,10 +47,11 @@ def volumeFromNode(volumeNode, referenceNode=None) -> Volume:
     array = np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
     if components > 1 and array.ndim == 3:  # arrayFromVolume keeps the component axis
         array = array[..., None]
-    return Volume(array, np.linalg.inv(_to_world(referenceNode)) @ _ijk_to_world(volumeNode))
+    return Volume(array, np.linalg.inv(toWorldMatrix(referenceNode)) @ ijkToWorldMatrix(volumeNode))
 
 
-def _control_points_world(markupsNode) -> np.ndarray:
+def controlPointsWorld(markupsNode) -> np.ndarray:
+    """(N, 3) world RAS positions of a markups node's control points; none for no node."""
     if markupsNode is None:
         return np.zeros((0, 3))
     points = []
@@ -90,9 +62,9 @@ def _control_points_world(markupsNode) -> np.ndarray:
     return np.array(points, dtype=np.float64).reshape(-1, 3)
 
 
-def _roi_corners_world(roiNode) -> np.ndarray:
+def roiCornersWorld(roiNode) -> np.ndarray:
     """The 8 corners of an ROI markup (it may be rotated, and under transforms), in world RAS."""
-    object_to_world = _matrix_to_numpy(roiNode.GetObjectToWorldMatrix())
+    object_to_world = slicer.util.arrayFromVTKMatrix(roiNode.GetObjectToWorldMatrix())
     half = np.array(roiNode.GetSize()) / 2.0
     signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
     return transform_points(object_to_world, signs * half)
@@ -104,13 +76,13 @@ def promptFromMarkups(volumeNode, pointsNode=None, roiNode=None, negativeNode=No
 
     The slice axis is ``axis`` if given; else, with an ROI, the IJK axis along which the ROI is
     thinnest (draw it flat on the slice you mean); else K."""
-    world_to_ijk = np.linalg.inv(_ijk_to_world(volumeNode))
+    world_to_ijk = np.linalg.inv(ijkToWorldMatrix(volumeNode))
     to_ijk = lambda ras: transform_points(world_to_ijk, ras)  # noqa: E731
-    positive = to_ijk(_control_points_world(pointsNode))
-    negative = to_ijk(_control_points_world(negativeNode))
+    positive = to_ijk(controlPointsWorld(pointsNode))
+    negative = to_ijk(controlPointsWorld(negativeNode))
     box = None
     if roiNode is not None:
-        corners_ijk = to_ijk(_roi_corners_world(roiNode))
+        corners_ijk = to_ijk(roiCornersWorld(roiNode))
         low, high = corners_ijk.min(axis=0), corners_ijk.max(axis=0)
         axis = int(np.argmin(np.rint(high) - np.rint(low))) if axis is None else axis_index(axis)
         low[axis] = high[axis] = np.rint((low[axis] + high[axis]) / 2.0)
@@ -144,8 +116,8 @@ def promptFromSliceView(volumeNode, sliceNode, positiveXY=(), negativeXY=(), box
     the slice axis is the volume axis the view shows (an oblique reformat is refused)."""
     from .slice_view import prompt_from_view
 
-    return prompt_from_view(_ijk_to_world(volumeNode), _matrix_to_numpy(sliceNode.GetXYToRAS()),
-                            _matrix_to_numpy(sliceNode.GetSliceToRAS()), positiveXY, negativeXY, boxXY)
+    return prompt_from_view(ijkToWorldMatrix(volumeNode), slicer.util.arrayFromVTKMatrix(sliceNode.GetXYToRAS()),
+                            slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS()), positiveXY, negativeXY, boxXY)
 
 
 def promptFromSegmentSlice(volumeNode, segmentationNode, segmentId, sliceNode) -> Prompt:
@@ -154,8 +126,8 @@ def promptFromSegmentSlice(volumeNode, segmentationNode, segmentId, sliceNode) -
     from ..core.geometry import slice_stack
     from .slice_view import view_axis
 
-    ijk_to_world = _ijk_to_world(volumeNode)
-    slice_to_ras = _matrix_to_numpy(sliceNode.GetSliceToRAS())
+    ijk_to_world = ijkToWorldMatrix(volumeNode)
+    slice_to_ras = slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS())
     axis = view_axis(slice_to_ras, ijk_to_world)
     plane_ijk = transform_points(np.linalg.inv(ijk_to_world), slice_to_ras[:3, 3])
     index = int(np.rint(plane_ijk[axis]))
@@ -167,126 +139,3 @@ def promptFromSegmentSlice(volumeNode, segmentationNode, segmentId, sliceNode) -
         raise InvalidPromptError(f"segment {segmentId!r} has no voxels on slice {AXIS_NAMES[axis]}={index}: "
                                  "paint it on the slice shown, or click instead")
     return Prompt.from_mask(cross_section, axis, index)
-
-
-def segmentEditorNode(scene=None):
-    """The Segment Editor's own parameter node (a singleton), created if the editor never opened."""
-    scene = scene or slicer.mrmlScene
-    node = scene.GetSingletonNode("SegmentEditor", "vtkMRMLSegmentEditorNode")
-    if node is None:
-        node = slicer.vtkMRMLSegmentEditorNode()
-        node.SetSingletonTag("SegmentEditor")
-        node = scene.AddNode(node)
-    return node
-
-
-def editorLogicFor(segmentationNode, sourceVolumeNode=None, editorNode=None):
-    """The `vtkSlicerSegmentEditorLogic` MemSeg writes into ``segmentationNode`` with (kept, so
-    its undo history lives as long as the node)."""
-    scene = segmentationNode.GetScene()
-    logic = _editor_logics.get(segmentationNode)
-    if logic is None:
-        logic = slicer.vtkSlicerSegmentEditorLogic()
-        logic.SetMRMLScene(scene)
-        _editor_logics[segmentationNode] = logic
-    logic.SetSegmentEditorNode(editorNode or segmentEditorNode(scene))
-    logic.SetSegmentationNode(segmentationNode)
-    if sourceVolumeNode is not None:
-        logic.SetSourceVolumeNode(sourceVolumeNode)
-    return logic
-
-
-def orientedLabelmap(mask: np.ndarray, ijkToRAS: np.ndarray):
-    """A KJI mask as the `vtkOrientedImageData` segment editor effects modify segments with
-    (``scriptedEffect.modifySelectedSegmentByLabelmap``); ``ijkToRAS`` in the segmentation's frame."""
-    labelmap = slicer.vtkOrientedImageData()
-    image = numpy_support.numpy_to_vtk(np.ascontiguousarray(mask, dtype=np.uint8).ravel(), deep=True,
-                                       array_type=vtk.VTK_UNSIGNED_CHAR)
-    labelmap.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
-    labelmap.GetPointData().SetScalars(image)
-    labelmap.SetImageToWorldMatrix(_numpy_to_matrix(ijkToRAS))
-    return labelmap
-
-
-def showPreview(mask: np.ndarray, ijkToRAS: np.ndarray, segmentationNode, segmentId: str, previewNode=None):
-    """Show a result before it is applied: a separate segmentation node (under the same transform)
-    holding one segment in the target segment's colour. The target segment is not touched, so
-    Cancel only removes the preview and nothing enters the undo history. Returns the preview node
-    (pass it back to update it)."""
-    scene = segmentationNode.GetScene()
-    if previewNode is None or previewNode.GetScene() is None:
-        previewNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{segmentationNode.GetName()} MemSeg preview")
-        previewNode.SetHideFromEditors(True)  # not offered in segmentation selectors
-        previewNode.CreateDefaultDisplayNodes()
-        previewNode.SetAndObserveTransformNodeID(segmentationNode.GetTransformNodeID())
-    segmentation = previewNode.GetSegmentation()
-    segmentation.RemoveAllSegments()
-    target = segmentationNode.GetSegmentation().GetSegment(segmentId)
-    color = target.GetColor() if target is not None else (1.0, 1.0, 0.0)
-    previewId = segmentation.AddEmptySegment("preview", "MemSeg preview", color)
-    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-        orientedLabelmap(mask, ijkToRAS), previewNode, previewId,
-        slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
-    display = previewNode.GetDisplayNode()
-    if display is not None:
-        display.SetOpacity(0.6)
-    return previewNode
-
-
-def removePreview(previewNode) -> None:
-    if previewNode is not None and previewNode.GetScene() is not None:
-        previewNode.GetScene().RemoveNode(previewNode)
-
-
-def writeMaskToSegment(mask: np.ndarray, ijkToRAS: np.ndarray, segmentationNode, segmentId: str,
-                       sourceVolumeNode=None, editorNode=None, mode: str = "set") -> None:
-    """Write a KJI mask into a segment as one undoable edit, honouring the editor's masking and
-    overwrite settings. ``mode``: "set" replaces the segment, "add" unions, "remove" erases."""
-    if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
-        raise ValueError(f"segmentation {segmentationNode.GetName()} has no segment {segmentId!r}")
-    modes = {"set": slicer.vtkSlicerSegmentEditorLogic.ModificationModeSet,
-             "add": slicer.vtkSlicerSegmentEditorLogic.ModificationModeAdd,
-             "remove": slicer.vtkSlicerSegmentEditorLogic.ModificationModeRemove}
-    if mode not in modes:
-        raise ValueError(f"mode must be one of {', '.join(modes)}, got {mode!r}")
-    geometry_parameter = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
-    if sourceVolumeNode is not None and not segmentationNode.GetSegmentation().GetConversionParameter(geometry_parameter):
-        # An empty segmentation takes the source volume's grid, as the Segment Editor does.
-        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(sourceVolumeNode)
-    labelmap = orientedLabelmap(mask, ijkToRAS)
-    logic = editorLogicFor(segmentationNode, sourceVolumeNode, editorNode)
-    logic.SaveStateForUndo()
-    logic.ModifySegmentByLabelmap(segmentationNode, segmentId, labelmap, modes[mode], True, False)
-
-
-def undoLastEdit(segmentationNode) -> bool:
-    """Undo MemSeg's last write into this segmentation; False if there is nothing to undo."""
-    logic = _editor_logics.get(segmentationNode)
-    if logic is None or not logic.CanUndo():
-        return False
-    logic.Undo()
-    return True
-
-
-def segmentVolumeNode(volumeNode, segmentationNode, segmentId, prompts, editorNode=None,
-                      **options) -> SegmentationResult:
-    """Segment ``volumeNode`` from ``prompts`` (a `Prompt`, a list of them, or a markups point
-    list / ROI node) and write the mask into segment ``segmentId`` (created if missing).
-
-    ``options`` go to `MemSegLogic.segment_volume` (model, axes, device, preset, threshold,
-    progress, cancel). Nothing is written if the run fails or is cancelled."""
-    if segmentationNode is None:
-        raise ValueError("a segmentation node is required")
-    volume = volumeFromNode(volumeNode, referenceNode=segmentationNode)
-    if prompts is not None and hasattr(prompts, "IsA"):
-        if prompts.IsA("vtkMRMLMarkupsROINode"):
-            prompts = promptFromMarkups(volumeNode, roiNode=prompts)
-        else:
-            prompts = promptFromMarkups(volumeNode, pointsNode=prompts)
-    result = segment_volume(volume, prompts, **options)
-    segmentation = segmentationNode.GetSegmentation()
-    if not segmentId or segmentation.GetSegment(segmentId) is None:
-        segmentId = segmentation.AddEmptySegment(segmentId or "", segmentId or "MemSeg")
-    writeMaskToSegment(result.mask, volume.ijk_to_ras, segmentationNode, segmentId, volumeNode, editorNode)
-    result.segment_id = segmentId
-    return result

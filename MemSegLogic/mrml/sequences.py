@@ -15,32 +15,25 @@ Console use (Slicer's Python console)::
     # a point list F placed on the frame shown (the browser's selected item)
     result = mrml_sequence.segmentSequence(browser, segmentation, "LV", slicer.util.getNode("F"),
                                            model="/path/to/memsam.pth")
-
-Without the Slicer application (the CLI's ``memseg echo ... -o OUT.seq.mrb``), `writeSequenceBundle`
-builds a headless scene with slicer-core and saves the result as a file Slicer opens.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import pathlib
-import tempfile
-from typing import Dict, Tuple
+from typing import Tuple
 
 import numpy as np
 import slicer
 import vtk
 from vtk.util import numpy_support
 
-from ..cine.cine import Cine, _need_plane, select_plane
-from ..errors import InvalidPromptError, InvalidVolumeError, MemSegError, SequenceBrowserError
-from ..core.geometry import transform_points
-from .nodes import (_control_points_world, _matrix_to_numpy, _numpy_to_matrix, _roi_corners_world, _to_world,
-                   editorLogicFor, writeMaskToSegment)
+from ..cine.cine import Cine, plane_needed, select_plane
 from ..cine.segment import SequenceResult, frame_prompt, segment_sequence
+from ..core.geometry import transform_points
+from ..errors import InvalidPromptError, InvalidVolumeError, SequenceBrowserError
+from ..io.cine_io import is_numeric_index
+from .nodes import controlPointsWorld, roiCornersWorld, toWorldMatrix
+from .segments import editorLogicFor, writeMaskToSegment
 
-SEGMENTATION_SEQUENCE_SUFFIX = ".seq.mrb"
-SCENE_BUNDLE_SUFFIX = ".mrb"
 # A prompt point may sit this far (in voxels of the single-slice volume) off the frame's plane:
 # anything placed in a slice view showing the frame lies within the slice's slab.
 _PLANE_TOLERANCE = 0.5
@@ -77,7 +70,7 @@ def _itemVoxels(node, sequence, item: int) -> Tuple[np.ndarray, np.ndarray]:
     voxels = np.array(voxels.reshape(slices, rows, columns, components), copy=True)
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
-    return voxels, _matrix_to_numpy(matrix)
+    return voxels, slicer.util.arrayFromVTKMatrix(matrix)
 
 
 def _asFrame(voxels: np.ndarray, ijk_to_ras: np.ndarray, plane) -> Tuple[np.ndarray, np.ndarray]:
@@ -85,7 +78,7 @@ def _asFrame(voxels: np.ndarray, ijk_to_ras: np.ndarray, plane) -> Tuple[np.ndar
     if voxels.shape[0] == 1:
         frame = voxels[0]
     elif plane is None:
-        raise _need_plane(voxels.shape[:3])
+        raise plane_needed(voxels.shape[:3])
     else:
         frames, ijk_to_ras = select_plane(voxels[np.newaxis], ijk_to_ras, plane)
         frame = frames[0]
@@ -102,7 +95,7 @@ def cineFromBrowser(browserNode, sequenceNode=None, plane=None, referenceNode=No
     Every item must share one shape and geometry. Raises `InvalidVolumeError` for a sequence that
     cannot be segmented (empty, one item, constant...). The user's nodes are only read."""
     sequence = _volumeSequence(browserNode, sequenceNode)
-    to_frame = np.linalg.inv(_to_world(referenceNode)) @ _to_world(browserNode.GetProxyNode(sequence))
+    to_frame = np.linalg.inv(toWorldMatrix(referenceNode)) @ toWorldMatrix(browserNode.GetProxyNode(sequence))
     frames, first = [], None
     for item in range(sequence.GetNumberOfDataNodes()):
         voxels, ijk_to_ras = _itemVoxels(sequence.GetNthDataNode(item), sequence, item)
@@ -150,7 +143,7 @@ def promptFromFrameMarkups(browserNode, pointsNode=None, roiNode=None, negativeN
         raise InvalidPromptError(f"frame {frame} is outside the sequence (0..{count - 1})")
     voxels, ijk_to_ras = _itemVoxels(sequence.GetNthDataNode(frame), sequence, frame)
     _, frame_to_ras = _asFrame(voxels, ijk_to_ras, plane)
-    world_to_ijk = np.linalg.inv(_to_world(browserNode.GetProxyNode(sequence)) @ frame_to_ras)
+    world_to_ijk = np.linalg.inv(toWorldMatrix(browserNode.GetProxyNode(sequence)) @ frame_to_ras)
     slice_mm = float(np.linalg.norm(frame_to_ras[:3, 2]))
 
     def on_frame(points, what):
@@ -161,11 +154,11 @@ def promptFromFrameMarkups(browserNode, pointsNode=None, roiNode=None, negativeN
                 "place it in a slice view that shows the frame")
         return ijk[:, :2]
 
-    positive = on_frame(_control_points_world(pointsNode), "positive point")
-    negative = on_frame(_control_points_world(negativeNode), "negative point")
+    positive = on_frame(controlPointsWorld(pointsNode), "positive point")
+    negative = on_frame(controlPointsWorld(negativeNode), "negative point")
     box = None
     if roiNode is not None:
-        corners = transform_points(world_to_ijk, _roi_corners_world(roiNode))
+        corners = transform_points(world_to_ijk, roiCornersWorld(roiNode))
         if corners[:, 2].min() > _PLANE_TOLERANCE or corners[:, 2].max() < -_PLANE_TOLERANCE:
             raise InvalidPromptError(f"the ROI does not cross the image plane of frame {frame}")
         low, high = corners[:, :2].min(axis=0), corners[:, :2].max(axis=0)
@@ -380,54 +373,6 @@ def segmentSequence(browserNode, segmentationNode, segmentId, prompts, editorNod
     return result
 
 
-# -- a scene without the Slicer application ------------------------------------------------------
-def headlessScene(installShims: bool = True, fileIO: bool = False):
-    """An MRML scene with the module logics the Slicer application registers (Colors, Volumes,
-    Segmentations, Sequences, Markups), for plain Python with slicer-core. Returns
-    ``(scene, applicationLogic, {name: logic})``; keep them referenced while the scene is used.
-
-    ``installShims`` sets ``slicer.mrmlScene`` / ``slicer.app`` / ``slicer.modules`` so that
-    `slicer.util` works (tests); never inside the Slicer application. ``fileIO`` adds the data
-    IO manager that reading a scene bundle (.mrb) needs."""
-    from types import SimpleNamespace
-
-    scene = slicer.vtkMRMLScene()
-    app = slicer.vtkSlicerApplicationLogic()
-    app.SetMRMLScene(scene)
-    app.GetColorLogic().SetMRMLScene(scene)
-    app.GetColorLogic().AddDefaultColorNodes()
-    app.SetModuleLogic("Colors", app.GetColorLogic())
-    app.SetSliceLogics(vtk.vtkCollection())
-    app.SetViewLogics(vtk.vtkCollection())
-    logics = {}
-    for name, logic in (("Volumes", slicer.vtkSlicerVolumesLogic()),
-                        ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic()),
-                        ("Sequences", slicer.vtkSlicerSequencesLogic()),
-                        ("Markups", slicer.vtkSlicerMarkupsLogic())):
-        logic.SetMRMLScene(scene)
-        logic.SetMRMLApplicationLogic(app)
-        app.SetModuleLogic(name, logic)
-        logics[name] = logic
-    if fileIO:
-        cache = tempfile.TemporaryDirectory(prefix="memseg-mrml-cache-")
-        remote = slicer.vtkMRMLRemoteIOLogic()
-        remote.SetMRMLScene(scene)
-        remote.SetMRMLApplicationLogic(app)
-        remote.GetCacheManager().SetRemoteCacheDirectory(cache.name)
-        io = slicer.vtkDataIOManagerLogic()
-        io.SetMRMLScene(scene)
-        io.SetMRMLApplicationLogic(app)
-        io.SetAndObserveDataIOManager(remote.GetDataIOManager())
-        remote.AddDataIOToScene()
-        logics.update(RemoteIO=remote, DataIOManager=io, _cache=cache)
-    if installShims:
-        slicer.mrmlScene = scene
-        slicer.app = SimpleNamespace(applicationLogic=lambda: app)
-        slicer.modules = SimpleNamespace(**{n.lower(): SimpleNamespace(logic=(lambda l=l: l))
-                                            for n, l in logics.items() if not n.startswith("_")})
-    return scene, app, logics
-
-
 def addCineSequence(cine: Cine, scene=None, name: str = "Cine"):
     """Put a `Cine` into a scene as Slicer's DICOM image-sequence plugin loads a cine: a sequence
     of single-slice volumes (vector volumes for RGB frames) with the cine's index, a browser
@@ -436,10 +381,10 @@ def addCineSequence(cine: Cine, scene=None, name: str = "Cine"):
     sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", scene.GenerateUniqueName(name))
     sequence.SetIndexName(cine.index_name)
     sequence.SetIndexUnit(cine.index_unit)
-    numeric = _numeric(cine.index_values)
+    numeric = is_numeric_index(cine.index_values)
     sequence.SetIndexType(sequence.NumericIndex if numeric else sequence.TextIndex)
     frame = slicer.vtkMRMLVectorVolumeNode() if cine.is_color else slicer.vtkMRMLScalarVolumeNode()
-    frame.SetIJKToRASMatrix(_numpy_to_matrix(cine.ijk_to_ras))
+    frame.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(cine.ijk_to_ras))
     for t, value in enumerate(cine.index_values):
         frame.SetAndObserveImageData(_imageData(cine.frames[t]))
         sequence.SetDataNodeAtValue(frame, value)
@@ -470,162 +415,3 @@ def _imageData(frame: np.ndarray):
     scalars = numpy_support.numpy_to_vtk(frame.reshape(-1, components), deep=True)
     image.GetPointData().SetScalars(scalars)
     return image
-
-
-def _numeric(values) -> bool:
-    try:
-        [float(v) for v in values]
-    except ValueError:
-        return False
-    return True
-
-
-# -- files ---------------------------------------------------------------------------------------
-def saveSequence(sequenceNode, path) -> None:
-    """Write a sequence node (e.g. a segmentation sequence) as a ``.seq.mrb`` sequence bundle,
-    which Slicer loads with Add Data. The node itself is not changed (no storage node is left on it)."""
-    path = pathlib.Path(path)
-    if not path.name.lower().endswith(SEGMENTATION_SEQUENCE_SUFFIX):
-        raise ValueError(f"a sequence bundle ends with {SEGMENTATION_SEQUENCE_SUFFIX}, got {path.name}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scene = sequenceNode.GetScene()
-    storage = slicer.vtkMRMLSequenceStorageNode()
-    scene.AddNode(storage)  # sequence storage needs a scene to register the data nodes' classes
-    try:
-        storage.SetFileName(str(path))
-        if not storage.WriteData(sequenceNode):
-            raise MemSegError(f"could not write {path}")
-    finally:
-        scene.RemoveNode(storage)
-
-
-def writeSequenceBundle(cine: Cine, result: SequenceResult, path, segmentName: str = "MemSeg") -> None:
-    """Save a result for Slicer without the Slicer application (the CLI's ``-o``):
-
-    - ``OUT.seq.mrb``: the segmentation sequence alone (one segment ``segmentName``, the cine's
-      index values, the frames' geometry); Slicer loads it with Add Data next to the cine.
-    - ``OUT.mrb``: a whole scene (cine volume sequence + browser + segmentation sequence
-      synchronised in it): opening it in Slicer plays the loop with the masks over it.
-
-    Both are built the way `segmentSequence` records results in Slicer (a headless scene with
-    the cine in a browser, `writeSequenceResult`)."""
-    path = pathlib.Path(path)
-    name = path.name.lower()
-    if not name.endswith(SCENE_BUNDLE_SUFFIX):
-        raise ValueError(f"write a {SEGMENTATION_SEQUENCE_SUFFIX} (segmentation sequence) or {SCENE_BUNDLE_SUFFIX} "
-                         f"(scene) file, got {path.name}")
-    scene, app, logics = headlessScene(installShims=False)
-    try:
-        browser = addCineSequence(cine, scene, name=path.name.split(".")[0] or "Cine")
-        segmentationNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", segmentName)
-        segmentationNode.CreateDefaultDisplayNodes()
-        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(
-            browser.GetProxyNode(browser.GetMasterSequenceNode()))
-        segmentId = segmentationNode.GetSegmentation().AddEmptySegment(segmentName, segmentName)
-        writeSequenceResult(result, browser, segmentationNode, segmentId)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if name.endswith(SEGMENTATION_SEQUENCE_SUFFIX):
-            saveSequence(browser.GetSequenceNode(segmentationNode), path)
-        elif not scene.WriteToMRB(str(path)):
-            raise MemSegError(f"could not write the scene bundle {path}")
-    finally:
-        scene.Clear(1)
-
-
-@dataclasses.dataclass
-class SegmentationSequence:
-    """Masks read back from a segmentation sequence: ``masks[segmentId]`` (T, H, W) uint8 on the
-    segmentations' reference grid (``ijk_to_ras`` of one frame), ``names[segmentId]``."""
-
-    masks: Dict[str, np.ndarray]
-    names: Dict[str, str]
-    ijk_to_ras: np.ndarray
-    index_values: Tuple[str, ...]
-    index_name: str
-    index_unit: str
-
-    def cine(self, segmentId: str) -> Cine:
-        return Cine(self.masks[segmentId], self.ijk_to_ras.copy(), self.index_values, self.index_name, self.index_unit)
-
-
-def readSegmentationSequence(path, segmentIds=None) -> SegmentationSequence:
-    """Read the segmentation sequence of a ``.seq.mrb`` (or the first one in a scene ``.mrb``)
-    into arrays, without the Slicer application: every segment (or ``segmentIds``), every item,
-    resampled onto the reference grid the segmentations record (a single-slice frame grid)."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise InvalidVolumeError(f"no such file: {path}")
-    scene, app, logics = headlessScene(installShims=False, fileIO=True)
-    try:
-        if path.name.lower().endswith(SEGMENTATION_SEQUENCE_SUFFIX):
-            storage = scene.AddNewNodeByClass("vtkMRMLSequenceStorageNode")
-            sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode")
-            storage.SetFileName(str(path))
-            if not storage.ReadData(sequence):
-                raise InvalidVolumeError(f"cannot read the sequence bundle {path}")
-        else:
-            if not scene.ReadFromMRB(str(path)):
-                raise InvalidVolumeError(f"cannot read the scene bundle {path}")
-            sequence = _firstSegmentationSequence(scene, path)
-        return segmentationSequenceArrays(sequence, segmentIds)
-    finally:
-        scene.Clear(1)
-
-
-def _firstSegmentationSequence(scene, path):
-    sequences = scene.GetNodesByClass("vtkMRMLSequenceNode")
-    for index in range(sequences.GetNumberOfItems()):
-        sequence = sequences.GetItemAsObject(index)
-        if sequence.GetNumberOfDataNodes() and sequence.GetNthDataNode(0).IsA("vtkMRMLSegmentationNode"):
-            return sequence
-    raise InvalidVolumeError(f"{path} holds no segmentation sequence")
-
-
-def segmentationSequenceArrays(sequenceNode, segmentIds=None) -> SegmentationSequence:
-    """The masks of a segmentation sequence node as arrays (see `readSegmentationSequence`)."""
-    count = sequenceNode.GetNumberOfDataNodes()
-    if count == 0:
-        raise InvalidVolumeError(f"sequence {sequenceNode.GetName()} is empty")
-    geometry_name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
-    reference, matrix, masks, names = None, None, {}, {}
-    for item in range(count):
-        node = sequenceNode.GetNthDataNode(item)
-        if node is None or not node.IsA("vtkMRMLSegmentationNode"):
-            raise InvalidVolumeError(f"item {item} of {sequenceNode.GetName()} is not a segmentation")
-        segmentation = node.GetSegmentation()
-        if reference is None:
-            geometry = segmentation.GetConversionParameter(geometry_name)
-            reference = slicer.vtkOrientedImageData()
-            if not geometry or not slicer.vtkSegmentationConverter.DeserializeImageGeometry(geometry, reference):
-                raise InvalidVolumeError(f"segmentation sequence {sequenceNode.GetName()} records no reference grid")
-            columns, rows, slices = reference.GetDimensions()
-            if slices != 1:
-                raise InvalidVolumeError(f"the segmentations' grid has {slices} slices: not a 2D+t segmentation")
-            extent = reference.GetExtent()
-            world = vtk.vtkMatrix4x4()
-            reference.GetImageToWorldMatrix(world)
-            matrix = _matrix_to_numpy(world)
-            matrix[:3, 3] = transform_points(matrix, [extent[0], extent[2], extent[4]])  # extent may not start at 0
-            ids = list(segmentIds) if segmentIds is not None else list(segmentation.GetSegmentIDs())
-            masks = {i: np.zeros((count, rows, columns), np.uint8) for i in ids}
-        for segmentId in masks:
-            segment = segmentation.GetSegment(segmentId)
-            if segment is None:
-                continue  # a frame without this segment: no voxels
-            names.setdefault(segmentId, segment.GetName())
-            masks[segmentId][item] = _segmentOnGrid(node, segmentId, reference)
-    values = tuple(sequenceNode.GetNthIndexValue(item) for item in range(count))
-    return SegmentationSequence(masks, names, matrix, values, sequenceNode.GetIndexName(), sequenceNode.GetIndexUnit())
-
-
-def _segmentOnGrid(segmentationNode, segmentId, reference) -> np.ndarray:
-    labelmap = slicer.vtkOrientedImageData()
-    segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
-    columns, rows, _ = reference.GetDimensions()
-    extent = labelmap.GetExtent()
-    if extent[0] > extent[1] or extent[2] > extent[3] or extent[4] > extent[5]:
-        return np.zeros((rows, columns), np.uint8)  # an empty segment has no extent
-    resampled = slicer.vtkOrientedImageData()
-    slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(labelmap, reference, resampled)
-    voxels = numpy_support.vtk_to_numpy(resampled.GetPointData().GetScalars())
-    return (voxels.reshape(rows, columns) != 0).astype(np.uint8)

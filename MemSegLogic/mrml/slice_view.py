@@ -14,9 +14,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..errors import InvalidPromptError
 from ..core.geometry import AXIS_NAMES, transform_points
 from ..core.prompt import Prompt
+from ..errors import InvalidPromptError
 
 # A view counts as showing slices of an axis if its normal is within this angle of that axis.
 ALIGNMENT_TOLERANCE_DEGREES = 0.5

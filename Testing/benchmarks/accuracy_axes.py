@@ -27,10 +27,16 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run from a checkout, installed or not
 
 from MemSegLogic import segment_volume
-from MemSegLogic.app.samples import PYRADIOMICS_CASES, dice, fetch_pyradiomics_data, load_chest_ct, load_pyradiomics_case
 from MemSegLogic.app.demo import seed_box
-from MemSegLogic.volume3d.fusion import FUSION_MODES, fuse
+from MemSegLogic.app.samples import (
+    PYRADIOMICS_CASES,
+    fetch_pyradiomics_data,
+    load_chest_ct,
+    load_pyradiomics_case,
+)
 from MemSegLogic.core.geometry import AXIS_NAMES
+from MemSegLogic.core.metrics import dice
+from MemSegLogic.volume3d.fusion import FUSION_MODES, fuse
 
 CHEST_CASES = ("CTChest4 right lung", "CTChest4 left lung")
 PRESETS = {"lung1": "ct-chest", "lung2": "ct-chest", "brain1": "mr", "brain2": "mr", "breast1": "mr"}

@@ -137,7 +137,7 @@ def echo_frames(count: int) -> np.ndarray:
     """pydicom's real colour echo loop (30 frames, 240 x 320) in grey, repeated to ``count`` frames."""
     from pydicom.data import get_testdata_file
 
-    from MemSegLogic.cine.cine import Cine, memsam_range
+    from MemSegLogic.cine import Cine, memsam_range
 
     cine = Cine.read(get_testdata_file("examples_ybr_color.dcm"))
     gray = cine.gray()
@@ -148,9 +148,9 @@ def echo_frames(count: int) -> np.ndarray:
 def reference_extent(reference: np.ndarray):
     """Make `propagate_volume` learn where the object is from ``reference`` (see module doc):
     returns the engine class to use, after hooking `run_pass` to hand each pass its frames."""
-    from MemSegLogic.volume3d import propagation
-    from MemSegLogic.engines.medsam2 import MedSAM2Engine
     from MemSegLogic.core.geometry import frame_spacing, slice_stack
+    from MemSegLogic.engines.medsam2 import MedSAM2Engine
+    from MemSegLogic.volume3d import propagation
 
     class ReferenceExtentEngine(MedSAM2Engine):
         """Random weights run in full on every visited slice; what they found is replaced by
@@ -243,9 +243,9 @@ def _stock_row(volume, intensity, prompt, seed_slice, preset, device, work) -> d
     from PIL import Image
     from sam2.build_sam import build_sam2_video_predictor
 
-    from MemSegLogic.runtime.devices import autocast
-    from MemSegLogic.engines.medsam2 import sam2_overrides
     from MemSegLogic.core.intensity import DEFAULT_PRESET, to_uint8
+    from MemSegLogic.engines.medsam2 import sam2_overrides
+    from MemSegLogic.runtime.devices import autocast
 
     started = time.perf_counter()
     predictor = build_sam2_video_predictor(SAM2_CONFIG, str(work / "weights" / "sam2-random.pt"), device=str(device),
@@ -276,10 +276,10 @@ def _stock_row(volume, intensity, prompt, seed_slice, preset, device, work) -> d
 
 
 def _memseg_row(row, volume, reference, intensity, prompt, preset, device, work, options) -> dict:
-    from MemSegLogic.runtime.checkpoints import get_checkpoint
-    from MemSegLogic.engines.memory_bank import memory_banks
-    from MemSegLogic.volume3d.fusion import fuse
     from MemSegLogic.core.intensity import DEFAULT_PRESET, to_uint8
+    from MemSegLogic.engines.memory_bank import memory_banks
+    from MemSegLogic.runtime.checkpoints import get_checkpoint
+    from MemSegLogic.volume3d.fusion import fuse
     from MemSegLogic.volume3d.propagation import propagate_volume
 
     engine_class = reference_extent(reference)
@@ -305,7 +305,7 @@ def _memseg_row(row, volume, reference, intensity, prompt, preset, device, work,
 
 def _lite_row(row, volume, reference, intensity, prompt, device) -> dict:
     from MemSegLogic import segment_volume
-    from MemSegLogic.app.samples import dice
+    from MemSegLogic.core.metrics import dice
     from MemSegLogic.engines import load_engine
 
     started = time.perf_counter()
@@ -319,8 +319,8 @@ def _lite_row(row, volume, reference, intensity, prompt, device) -> dict:
 
 
 def _memsam_row(frames_count: int, preset: Preset, device, work) -> dict:
-    from MemSegLogic.engines.memsam import load_memsam_engine
     from MemSegLogic.core.prompt import SlicePrompt
+    from MemSegLogic.engines.memsam import load_memsam_engine
 
     frames = echo_frames(frames_count)
     seed = SlicePrompt(0, np.array([[150.0, 110.0]]), np.array([1]), None)  # inside the left ventricle

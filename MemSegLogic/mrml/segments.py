@@ -1,0 +1,144 @@
+"""Segments out: masks written into segmentation nodes the way Segment Editor effects write.
+
+Writes go through `vtkSlicerSegmentEditorLogic`: the editor node's masking (editable area,
+intensity range) and overwrite settings apply, and each write is one undo step. Previews live in
+a separate segmentation node until applied.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from ..volume3d.segment import SegmentationResult, segment_volume
+from .nodes import promptFromMarkups, volumeFromNode
+
+# One editor logic per segmentation node keeps that node's undo history between calls.
+_editor_logics: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def segmentEditorNode(scene=None):
+    """The Segment Editor's own parameter node (a singleton), created if the editor never opened."""
+    scene = scene or slicer.mrmlScene
+    node = scene.GetSingletonNode("SegmentEditor", "vtkMRMLSegmentEditorNode")
+    if node is None:
+        node = slicer.vtkMRMLSegmentEditorNode()
+        node.SetSingletonTag("SegmentEditor")
+        node = scene.AddNode(node)
+    return node
+
+
+def editorLogicFor(segmentationNode, sourceVolumeNode=None, editorNode=None):
+    """The `vtkSlicerSegmentEditorLogic` MemSeg writes into ``segmentationNode`` with (kept, so
+    its undo history lives as long as the node)."""
+    scene = segmentationNode.GetScene()
+    logic = _editor_logics.get(segmentationNode)
+    if logic is None:
+        logic = slicer.vtkSlicerSegmentEditorLogic()
+        logic.SetMRMLScene(scene)
+        _editor_logics[segmentationNode] = logic
+    logic.SetSegmentEditorNode(editorNode or segmentEditorNode(scene))
+    logic.SetSegmentationNode(segmentationNode)
+    if sourceVolumeNode is not None:
+        logic.SetSourceVolumeNode(sourceVolumeNode)
+    return logic
+
+
+def orientedLabelmap(mask: np.ndarray, ijkToRAS: np.ndarray):
+    """A KJI mask as the `vtkOrientedImageData` segment editor effects modify segments with
+    (``scriptedEffect.modifySelectedSegmentByLabelmap``); ``ijkToRAS`` in the segmentation's frame."""
+    labelmap = slicer.vtkOrientedImageData()
+    image = numpy_support.numpy_to_vtk(np.ascontiguousarray(mask, dtype=np.uint8).ravel(), deep=True,
+                                       array_type=vtk.VTK_UNSIGNED_CHAR)
+    labelmap.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
+    labelmap.GetPointData().SetScalars(image)
+    labelmap.SetImageToWorldMatrix(slicer.util.vtkMatrixFromArray(ijkToRAS))
+    return labelmap
+
+
+def showPreview(mask: np.ndarray, ijkToRAS: np.ndarray, segmentationNode, segmentId: str, previewNode=None):
+    """Show a result before it is applied: a separate segmentation node (under the same transform)
+    holding one segment in the target segment's colour. The target segment is not touched, so
+    Cancel only removes the preview and nothing enters the undo history. Returns the preview node
+    (pass it back to update it)."""
+    scene = segmentationNode.GetScene()
+    if previewNode is None or previewNode.GetScene() is None:
+        previewNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{segmentationNode.GetName()} MemSeg preview")
+        previewNode.SetHideFromEditors(True)  # not offered in segmentation selectors
+        previewNode.CreateDefaultDisplayNodes()
+        previewNode.SetAndObserveTransformNodeID(segmentationNode.GetTransformNodeID())
+    segmentation = previewNode.GetSegmentation()
+    segmentation.RemoveAllSegments()
+    target = segmentationNode.GetSegmentation().GetSegment(segmentId)
+    color = target.GetColor() if target is not None else (1.0, 1.0, 0.0)
+    previewId = segmentation.AddEmptySegment("preview", "MemSeg preview", color)
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        orientedLabelmap(mask, ijkToRAS), previewNode, previewId,
+        slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+    display = previewNode.GetDisplayNode()
+    if display is not None:
+        display.SetOpacity(0.6)
+    return previewNode
+
+
+def removePreview(previewNode) -> None:
+    if previewNode is not None and previewNode.GetScene() is not None:
+        previewNode.GetScene().RemoveNode(previewNode)
+
+
+def writeMaskToSegment(mask: np.ndarray, ijkToRAS: np.ndarray, segmentationNode, segmentId: str,
+                       sourceVolumeNode=None, editorNode=None, mode: str = "set") -> None:
+    """Write a KJI mask into a segment as one undoable edit, honouring the editor's masking and
+    overwrite settings. ``mode``: "set" replaces the segment, "add" unions, "remove" erases."""
+    if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+        raise ValueError(f"segmentation {segmentationNode.GetName()} has no segment {segmentId!r}")
+    modes = {"set": slicer.vtkSlicerSegmentEditorLogic.ModificationModeSet,
+             "add": slicer.vtkSlicerSegmentEditorLogic.ModificationModeAdd,
+             "remove": slicer.vtkSlicerSegmentEditorLogic.ModificationModeRemove}
+    if mode not in modes:
+        raise ValueError(f"mode must be one of {', '.join(modes)}, got {mode!r}")
+    geometry_parameter = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    if sourceVolumeNode is not None and not segmentationNode.GetSegmentation().GetConversionParameter(geometry_parameter):
+        # An empty segmentation takes the source volume's grid, as the Segment Editor does.
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(sourceVolumeNode)
+    labelmap = orientedLabelmap(mask, ijkToRAS)
+    logic = editorLogicFor(segmentationNode, sourceVolumeNode, editorNode)
+    logic.SaveStateForUndo()
+    logic.ModifySegmentByLabelmap(segmentationNode, segmentId, labelmap, modes[mode], True, False)
+
+
+def undoLastEdit(segmentationNode) -> bool:
+    """Undo MemSeg's last write into this segmentation; False if there is nothing to undo."""
+    logic = _editor_logics.get(segmentationNode)
+    if logic is None or not logic.CanUndo():
+        return False
+    logic.Undo()
+    return True
+
+
+def segmentVolumeNode(volumeNode, segmentationNode, segmentId, prompts, editorNode=None,
+                      **options) -> SegmentationResult:
+    """Segment ``volumeNode`` from ``prompts`` (a `Prompt`, a list of them, or a markups point
+    list / ROI node) and write the mask into segment ``segmentId`` (created if missing).
+
+    ``options`` go to `MemSegLogic.segment_volume` (model, axes, device, preset, threshold,
+    progress, cancel). Nothing is written if the run fails or is cancelled."""
+    if segmentationNode is None:
+        raise ValueError("a segmentation node is required")
+    volume = volumeFromNode(volumeNode, referenceNode=segmentationNode)
+    if prompts is not None and hasattr(prompts, "IsA"):
+        if prompts.IsA("vtkMRMLMarkupsROINode"):
+            prompts = promptFromMarkups(volumeNode, roiNode=prompts)
+        else:
+            prompts = promptFromMarkups(volumeNode, pointsNode=prompts)
+    result = segment_volume(volume, prompts, **options)
+    segmentation = segmentationNode.GetSegmentation()
+    if not segmentId or segmentation.GetSegment(segmentId) is None:
+        segmentId = segmentation.AddEmptySegment(segmentId or "", segmentId or "MemSeg")
+    writeMaskToSegment(result.mask, volume.ijk_to_ras, segmentationNode, segmentId, volumeNode, editorNode)
+    result.segment_id = segmentId
+    return result
