@@ -35,7 +35,6 @@ except ImportError:  # Slicer without the i18n helpers
         return text
 
 
-DEFAULT_MODEL = "medsam-lite"
 NEW_SEGMENT_NAME = "MemSeg"
 DEVICE_SETTING = "MemSeg/Device"  # read by the Segment Editor effect too
 INPUT_SIZE_SETTING = "MemSeg/InputSize"  # "" = the model's own; read by the effect too
@@ -65,6 +64,15 @@ def settingsInputSize(model):
         return int(size) if get_checkpoint(model).engine == "medsam2" else None
     except Exception:  # an unknown model: segment_volume says so itself
         return None
+
+
+def defaultModel():
+    """The 3D model the module and the MedSAM-2 effect start with: the user's choice in the
+    module's settings, else MemSegLogic's default (defined once, in the logic)."""
+    _ensureLogicImportable()
+    from MemSegLogic.runtime.checkpoints import DEFAULT_MODEL
+
+    return slicer.util.settingsValue(DEFAULT_MODEL_SETTING, DEFAULT_MODEL)
 
 
 def _ensureLogicImportable():
@@ -421,16 +429,16 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
             models = [(_checkpointName(c), getattr(c, "description", "")) for c in checkpoints.list_checkpoints(checkpoints.VOLUME_ENGINES)]
         except Exception:
-            logging.warning("MemSeg: could not list the models; offering only %r", DEFAULT_MODEL, exc_info=True)
-        if DEFAULT_MODEL not in [name for name, _description in models]:
-            models.insert(0, (DEFAULT_MODEL, ""))
+            logging.warning("MemSeg: could not list the models; offering only %r", defaultModel(), exc_info=True)
+        preferred = defaultModel()
+        if preferred not in [name for name, _description in models]:
+            models.insert(0, (preferred, ""))
         self.modelCombo.clear()
         for name, description in models:
             self.modelCombo.addItem(name)
             if description:
                 self.modelCombo.setItemData(self.modelCombo.count - 1, description, qt.Qt.ToolTipRole)
-        preferred = slicer.util.settingsValue(DEFAULT_MODEL_SETTING, DEFAULT_MODEL)
-        self.modelCombo.currentIndex = max(self.modelCombo.findText(preferred), self.modelCombo.findText(DEFAULT_MODEL))
+        self.modelCombo.currentIndex = max(self.modelCombo.findText(preferred), 0)
 
         # First item: let the logic pick its default preset (preset=None).
         self.presetCombo.clear()
@@ -574,9 +582,9 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # The worker gets plain arrays; the target is fixed now, so changing the selectors while
         # it runs changes nothing.
         task = background.BackgroundTask(
-            MemSegLogic.segment_volume, volume, prompt, model=self.modelCombo.currentText or DEFAULT_MODEL,
+            MemSegLogic.segment_volume, volume, prompt, model=self.modelCombo.currentText or defaultModel(),
             preset=self.presetCombo.currentData or None, device=self.deviceCombo.currentText,
-            input_size=settingsInputSize(self.modelCombo.currentText or DEFAULT_MODEL))
+            speed=MemSegLogic.SpeedOptions(input_size=settingsInputSize(self.modelCombo.currentText or defaultModel())))
         self._start(task, volumeNode.GetName(),
                     lambda result: self._writeResult(result, volumeNode, segmentationNode, segmentId, volume.ijk_to_ras))
 
@@ -763,7 +771,7 @@ class MemSegTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Segmenting with medsam-lite")
         mrml = _importMrml()
         prompt = mrml.promptFromMarkups(volumeNode, roiNode=roiNode)
-        mrml.segmentVolumeNode(volumeNode, segmentationNode, segmentId, prompt, model=DEFAULT_MODEL)
+        mrml.segmentVolumeNode(volumeNode, segmentationNode, segmentId, prompt, model="medsam-lite")  # offline weights
         self.assertGreater(self._voxelCount(segmentationNode, segmentId, volumeNode), 0)
 
         self.delayDisplay("Undoing the edit")

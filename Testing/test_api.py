@@ -12,6 +12,7 @@ from MemSegLogic import (
     InvalidPromptError,
     InvalidVolumeError,
     Prompt,
+    PropagationOptions,
     SegmentationCancelled,
     Volume,
     segment_volume,
@@ -34,7 +35,8 @@ def test_segment_volume_with_sam2_engine_keeps_grid_and_input(tiny_sam2_checkpoi
     original = volume.array.copy()
     prompt = Prompt.from_points([[20, 24, 4]], box=[[10, 12, 4], [30, 36, 4]])
     calls = []
-    result = segment_volume(path, prompt, model=tiny_sam2_checkpoint.name, device="cpu", axes=1, absent_slices=0,
+    result = segment_volume(path, prompt, model=tiny_sam2_checkpoint.name, device="cpu", axes=1,
+                            propagation=PropagationOptions(absent_slices=0),
                             progress=lambda fraction, message: calls.append(fraction))
     assert result.mask.shape == volume.shape_kji and result.mask.dtype == np.uint8
     assert result.probability.shape == volume.shape_kji and result.probability.dtype == np.float32
@@ -52,7 +54,7 @@ def test_other_axes_map_back_to_kji(tiny_sam2_checkpoint, axis):
     volume = _ball_volume(geometry="permuted")
     point = {"I": [[20, 24, 4]], "J": [[20, 24, 4]]}[axis]
     result = segment_volume(volume, Prompt.from_points(point, axis=axis), model=tiny_sam2_checkpoint.name,
-                            device="cpu", axes=1, absent_slices=0)
+                            device="cpu", axes=1, propagation=PropagationOptions(absent_slices=0))
     assert result.mask.shape == volume.shape_kji
     assert result.slices_visited == volume.shape_ijk["IJK".index(axis)]
 
@@ -63,8 +65,9 @@ def test_six_orientations_end_to_end(tiny_sam2_checkpoint, memory, fusion):
     planes through the seed; per-axis probabilities kept; the mask is their fusion."""
     volume = _ball_volume(geometry="oblique", shape=(8, 30, 26))
     result = segment_volume(volume, Prompt.from_points([[13, 15, 4]], box=[[6, 6, 4], [20, 24, 4]]),
-                            model=tiny_sam2_checkpoint.name, device="cpu", memory=memory, fusion=fusion,
-                            shared_memory=memory == "self-sorting")
+                            model=tiny_sam2_checkpoint.name, device="cpu",
+                            propagation=PropagationOptions(memory=memory, fusion=fusion,
+                                                           shared_memory=memory == "self-sorting"))
     assert result.axes == 3 and result.memory == memory and result.fusion == fusion
     assert result.mask.shape == volume.shape_kji and result.mask.dtype == np.uint8
     assert list(result.axis_probability) == ["K", "I", "J"]
@@ -122,6 +125,8 @@ def test_unknown_model_and_unsupported_axes():
     with pytest.raises(ValueError, match="axes must be 1"):
         segment_volume(volume, Prompt.from_points([[20, 24, 4]]), model="medsam-lite", axes=2)
     with pytest.raises(ValueError, match="fusion must be one of"):
-        segment_volume(volume, Prompt.from_points([[20, 24, 4]]), model="medsam-lite", fusion="max")
+        segment_volume(volume, Prompt.from_points([[20, 24, 4]]), model="medsam-lite",
+                       propagation=PropagationOptions(fusion="max"))
     with pytest.raises(ValueError, match="memory must be one of"):
-        segment_volume(volume, Prompt.from_points([[20, 24, 4]]), model="medsam-lite", memory="xmem")
+        segment_volume(volume, Prompt.from_points([[20, 24, 4]]), model="medsam-lite",
+                       propagation=PropagationOptions(memory="xmem"))

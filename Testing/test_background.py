@@ -8,7 +8,14 @@ import time
 import numpy as np
 import pytest
 
-from MemSegLogic import InvalidPromptError, Prompt, SegmentationCancelled, Volume, segment_volume
+from MemSegLogic import (
+    InvalidPromptError,
+    Prompt,
+    PropagationOptions,
+    SegmentationCancelled,
+    Volume,
+    segment_volume,
+)
 from MemSegLogic.runtime.background import BackgroundTask
 
 pytest.importorskip("sam2")
@@ -26,7 +33,8 @@ def _thread_name(progress, cancel):
 
 def test_the_caller_keeps_running_and_sees_progress(tiny_sam2_checkpoint):
     task = BackgroundTask(segment_volume, _volume(), Prompt.from_points([[18, 20, 3]]),
-                          model=tiny_sam2_checkpoint.name, device="cpu", axes=1, absent_slices=0)
+                          model=tiny_sam2_checkpoint.name, device="cpu", axes=1,
+                          propagation=PropagationOptions(absent_slices=0))
     polls, seen = 0, []
     while not task.done:  # what the effect's QTimer does on the main thread
         polls += 1
@@ -50,7 +58,8 @@ def test_cancel_stops_the_run_and_returns_nothing(tiny_sam2_checkpoint):
                 started.set()
                 cancel.wait(5)  # hold the worker until the caller has pressed Cancel
         return segment_volume(_volume(), Prompt.from_points([[18, 20, 3]]), model=tiny_sam2_checkpoint.name,
-                              device="cpu", axes=1, absent_slices=0, progress=report, cancel=cancel)
+                              device="cpu", axes=1, propagation=PropagationOptions(absent_slices=0),
+                              progress=report, cancel=cancel)
 
     task = BackgroundTask(run)
     assert started.wait(60)

@@ -19,7 +19,7 @@ def _ball():
 
 
 def test_clicks_preview_cancel_apply_and_one_undo(slicer_scene, tiny_sam2_checkpoint):
-    from MemSegLogic import segment_volume
+    from MemSegLogic import PropagationOptions, segment_volume
     from MemSegLogic.mrml import (
         editorLogicFor,
         orientedLabelmap,
@@ -50,7 +50,7 @@ def test_clicks_preview_cancel_apply_and_one_undo(slicer_scene, tiny_sam2_checkp
 
     volume = volumeFromNode(volume_node, referenceNode=segmentation)  # read on the main thread
     task = BackgroundTask(segment_volume, volume, clicks.prompts(), model=tiny_sam2_checkpoint.name,
-                          device="cpu", axes=1, absent_slices=0)
+                          device="cpu", axes=1, propagation=PropagationOptions(absent_slices=0))
     result = task.result(120)
     assert result.mask.any()  # the tiny model's answer: whatever it is, it must arrive intact
     preview = showPreview(result.mask, result.ijk_to_ras, segmentation, organ)

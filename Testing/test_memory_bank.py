@@ -184,12 +184,12 @@ def test_self_sorting_bank_in_the_sam2_predictor(tiny_sam2_checkpoint):
 
 def test_shared_bank_spans_the_passes_of_a_volume(tiny_sam2_checkpoint):
     pytest.importorskip("sam2")
-    from MemSegLogic import Prompt, Volume, segment_volume
+    from MemSegLogic import Prompt, PropagationOptions, Volume, segment_volume
 
     k, j, i = np.indices((8, 26, 24))
     ball = ((k - 4) / 3.0) ** 2 + ((j - 13) / 8.0) ** 2 + ((i - 12) / 7.0) ** 2 < 1
     volume = Volume((np.random.default_rng(0).normal(0, 20, ball.shape) + 300 * ball).astype(np.float32))
     prompt = Prompt.from_points([[12, 13, 4]], box=[[6, 6, 4], [18, 20, 4]])
-    results = [segment_volume(volume, prompt, model=tiny_sam2_checkpoint.name, device="cpu", shared_memory=True,
-                              seed=seed) for seed in (0, 0)]
+    results = [segment_volume(volume, prompt, model=tiny_sam2_checkpoint.name, device="cpu",
+                              propagation=PropagationOptions(shared_memory=True, seed=seed)) for seed in (0, 0)]
     np.testing.assert_array_equal(results[0].probability, results[1].probability)

@@ -194,7 +194,7 @@ def test_segment_volume_node_six_orientations_with_sam2_code(slicer_scene, tiny_
     """The MRML entry point runs axes=3 with the self-sorting bank (real sam2 code, random
     weights): the fused mask is what lands in the segment, on an oblique volume."""
     pytest.importorskip("sam2")
-    from MemSegLogic import Prompt
+    from MemSegLogic import Prompt, PropagationOptions
     from MemSegLogic.mrml import segmentVolumeNode
 
     k, j, i = np.indices((8, 28, 24))
@@ -203,7 +203,8 @@ def test_segment_volume_node_six_orientations_with_sam2_code(slicer_scene, tiny_
     node = _add_volume(array, GEOMETRIES["oblique"])
     segmentation, _ = _new_segmentation(node)
     result = segmentVolumeNode(node, segmentation, "ball", Prompt.from_points([[12, 14, 4]], box=[[6, 6, 4], [18, 22, 4]]),
-                               model=tiny_sam2_checkpoint.name, device="cpu", axes=3, memory="self-sorting")
+                               model=tiny_sam2_checkpoint.name, device="cpu", axes=3,
+                               propagation=PropagationOptions(memory="self-sorting"))
     assert result.axes == 3 and set(result.visited_per_axis) == {"I", "J", "K"}
     np.testing.assert_array_equal(_segment_array(segmentation, result.segment_id, node), result.mask)
 

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("sam2")
 
-from MemSegLogic import Prompt, Volume, segment_volume
+from MemSegLogic import Prompt, SpeedOptions, Volume, segment_volume
 from MemSegLogic.core.prompt import SlicePrompt
 from MemSegLogic.engines import clear_engine_cache, load_engine
 from MemSegLogic.errors import DeviceError
@@ -211,15 +211,17 @@ def test_lower_input_size_and_threads(tiny_sam2_checkpoint):
     threads = torch.get_num_threads()
     try:
         result = segment_volume(volume, prompt, model=tiny_sam2_checkpoint.name, axes=1, device="cpu",
-                                input_size=128, threads=1)
+                                speed=SpeedOptions(input_size=128, threads=1))
         assert torch.get_num_threads() == 1
     finally:
         set_cpu_threads(threads)
     assert result.input_size == 128
     assert result.slices_encoded >= result.slices_visited > 0
     with pytest.raises(ValueError, match="multiple of 16"):
-        segment_volume(volume, prompt, model=tiny_sam2_checkpoint.name, axes=1, device="cpu", input_size=200)
+        segment_volume(volume, prompt, model=tiny_sam2_checkpoint.name, axes=1, device="cpu",
+                       speed=SpeedOptions(input_size=200))
     with pytest.raises(ValueError, match="own 256 px only"):
-        segment_volume(volume, prompt, model="medsam-lite", axes=1, device="cpu", input_size=512)
+        segment_volume(volume, prompt, model="medsam-lite", axes=1, device="cpu",
+                       speed=SpeedOptions(input_size=512))
     with pytest.raises(ValueError, match="positive"):
         set_cpu_threads(-2)

@@ -26,7 +26,6 @@ from SegmentEditorMemSegLib.PromptMarkers import (
 
 __all__ = ["SegmentEditorMedSAM2Effect"]
 
-DEFAULT_MODEL = "medsam2-pretrain"
 SHORTCUTS = (
     ("Left click", "add a point on the object"),
     ("Shift + left click", "add a background (negative) point"),
@@ -50,6 +49,13 @@ def _logic():
     from MemSegLogic.runtime import background
 
     return MemSegLogic, background, mrml, slice_view
+
+
+def _defaultModel():
+    """The module's default 3D model (its setting, else MemSegLogic's default)."""
+    import MemSeg
+
+    return MemSeg.defaultModel()
 
 
 class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
@@ -157,7 +163,7 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
             presets = list(intensity.PRESET_NAMES)
         except Exception:  # dependencies not installed yet: the MemSeg module offers to install them
             logging.warning("MemSeg: MemSegLogic is not importable yet", exc_info=True)
-            names, presets = [DEFAULT_MODEL], []
+            names, presets = [_defaultModel()], []
         for name in names:
             self.modelCombo.addItem(name)
         self.presetCombo.addItem("(default)", "")
@@ -168,7 +174,7 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
         return slicer.util.mainWindow().cursor
 
     def setMRMLDefaults(self):
-        self.scriptedEffect.setParameterDefault("Model", DEFAULT_MODEL)
+        self.scriptedEffect.setParameterDefault("Model", _defaultModel())
         self.scriptedEffect.setParameterDefault("Axes", 3)
         self.scriptedEffect.setParameterDefault("Memory", "self-sorting")
         self.scriptedEffect.setParameterDefault("Preset", "")
@@ -285,9 +291,10 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
         # The worker gets plain arrays only: MRML and Qt are touched on this (the main) thread.
         self.task = background.BackgroundTask(
             MemSegLogic.segment_volume, volume, prompts, model=self.scriptedEffect.parameter("Model"),
-            axes=int(self.scriptedEffect.integerParameter("Axes")), memory=self.scriptedEffect.parameter("Memory"),
+            axes=int(self.scriptedEffect.integerParameter("Axes")),
             preset=self.scriptedEffect.parameter("Preset") or None, device=settingsDevice(),
-            input_size=settingsInputSize(self.scriptedEffect.parameter("Model")))
+            propagation=MemSegLogic.PropagationOptions(memory=self.scriptedEffect.parameter("Memory")),
+            speed=MemSegLogic.SpeedOptions(input_size=settingsInputSize(self.scriptedEffect.parameter("Model"))))
         self.timer.start()
         self._updateButtons()
 

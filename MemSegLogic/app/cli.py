@@ -62,20 +62,21 @@ def _segment(args) -> int:
     from ..core.prompt import Prompt
     from ..core.volume import Volume
     from ..io.segmentation_io import write_mask
-    from ..volume3d.segment import segment_volume
+    from ..volume3d.segment import PropagationOptions, SpeedOptions, segment_volume
 
     volume = Volume.read(args.input)
     prompts = Prompt.several_from_ras(volume, positive=args.point or [], negative=args.negative or [],
                                       box=args.box, axis=args.axis)
+    propagation = PropagationOptions(fusion=args.fusion, memory=args.memory, shared_memory=args.shared_memory,
+                                     absent_slices=args.absent_slices, crop=not args.no_crop,
+                                     crop_frames=args.crop_frames, seed=args.seed)
+    speed = SpeedOptions(input_size=args.input_size, encode_batch=args.encode_batch, compile_encoder=args.compile,
+                         threads=args.threads)
     progress = _StderrProgress(args.quiet)
     try:
         result = segment_volume(volume, prompts, model=args.model, device=args.device, preset=args.preset,
-                                threshold=args.threshold, axes=args.axes, fusion=args.fusion, memory=args.memory,
-                                shared_memory=args.shared_memory, absent_slices=args.absent_slices,
-                                crop=not args.no_crop, crop_frames=args.crop_frames, seed=args.seed,
-                                input_size=args.input_size, encode_batch=args.encode_batch,
-                                compile_encoder=args.compile, threads=args.threads, progress=progress,
-                                cancel=threading.Event())
+                                threshold=args.threshold, axes=args.axes, propagation=propagation, speed=speed,
+                                progress=progress, cancel=threading.Event())
     finally:
         progress.close()
     write_mask(args.output, result.mask, result.ijk_to_ras, segment_name=args.segment_name)
@@ -194,16 +195,27 @@ def _demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..training.command import add_train_memsam_parser
+
+    parser = argparse.ArgumentParser(prog="memseg", description="One-prompt 3D and 2D+t segmentation (MedSAM-2, LiteMedSAM, MemSAM).")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_segment_parser(commands)
+    _add_echo_parser(commands)
+    add_train_memsam_parser(commands)
+    _add_weights_parser(commands)
+    _add_demo_parser(commands)
+    return parser
+
+
+def _add_segment_parser(subparsers) -> None:
+    """`memseg segment`: a volume from a seed prompt (RAS coordinates)."""
     from ..core.intensity import PRESET_NAMES
     from ..engines.base import DEFAULT_MEMORY, MEMORY_POLICIES
     from ..runtime.checkpoints import DEFAULT_MODEL
     from ..volume3d.fusion import DEFAULT_FUSION, FUSION_MODES
 
-    parser = argparse.ArgumentParser(prog="memseg", description="One-prompt 3D and 2D+t segmentation (MedSAM-2, LiteMedSAM, MemSAM).")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    segment = commands.add_parser("segment", help="segment a volume from a seed prompt")
+    segment = subparsers.add_parser("segment", help="segment a volume from a seed prompt")
     segment.add_argument("input", help="volume file (.nrrd, .nii, .nii.gz, .mha) or DICOM series folder")
     segment.add_argument("-o", "--output", required=True, help="output .seg.nrrd, or .nii.gz/.nrrd labelmap")
     segment.add_argument("--point", type=_point, action="append", metavar="R,A,S", help="positive point (repeatable)")
@@ -236,7 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     segment.set_defaults(run=_segment)
 
-    echo = commands.add_parser("echo", help="segment a 2D+t cine loop (echocardiography) from one prompted frame")
+
+def _add_echo_parser(subparsers) -> None:
+    """`memseg echo`: a 2D+t cine loop from one prompted frame (pixel coordinates)."""
+    echo = subparsers.add_parser("echo", help="segment a 2D+t cine loop (echocardiography) from one prompted frame")
     echo.add_argument("input", help="cine: .seq.nrrd, multi-frame DICOM, or a 3D NRRD/NIfTI with time last")
     echo.add_argument("-o", "--output", required=True,
                       help="OUT.seq.nrrd (a mask per frame), OUT.seq.mrb (Slicer segmentation sequence) or OUT.mrb "
@@ -259,21 +274,22 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("--segment-name", default="MemSeg", help="segment name in a .seq.mrb output")
     echo.set_defaults(run=_echo)
 
-    from ..training.command import add_train_memsam_parser
 
-    add_train_memsam_parser(commands)
-
-    weights = commands.add_parser("weights", help="list, download, verify or delete model checkpoints")
+def _add_weights_parser(subparsers) -> None:
+    """`memseg weights`: list, download, verify or delete checkpoints."""
+    weights = subparsers.add_parser("weights", help="list, download, verify or delete model checkpoints")
     weights.add_argument("action", choices=["list", "fetch", "verify", "delete"])
     weights.add_argument("names", nargs="*", help="checkpoint names")
     weights.set_defaults(run=_weights)
 
-    demo = commands.add_parser("demo", help="segment the right lung of a real chest CT and score it")
+
+def _add_demo_parser(subparsers) -> None:
+    """`memseg demo`: the right lung of a real chest CT, scored."""
+    demo = subparsers.add_parser("demo", help="segment the right lung of a real chest CT and score it")
     demo.add_argument("-o", "--output", default="memseg-demo", help="output folder (default memseg-demo)")
     demo.add_argument("--model", default=None, help="default: medsam2-pretrain if its weights are present, else medsam-lite")
     demo.add_argument("--device", default="auto")
     demo.set_defaults(run=_demo)
-    return parser
 
 
 _COORDINATE_OPTIONS = ("--point", "--negative", "--box")  # RAS values may start with a minus

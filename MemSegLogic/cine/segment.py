@@ -175,11 +175,12 @@ def _registered(model) -> Optional[Checkpoint]:
 def _zero_shot(cine: Cine, grid, prompt: Prompt, checkpoint: Checkpoint, device, threshold, progress, cancel,
                started):
     """A 3D engine run along time only, from the prompted frame both ways, never stopping early."""
-    from ..volume3d.segment import segment_volume
+    from ..volume3d.segment import PropagationOptions, segment_volume
 
     threshold = ZERO_SHOT_THRESHOLD if threshold is None else check_threshold(threshold)
     result = segment_volume(grid, prompt, model=checkpoint.name, axes=1, device=device, threshold=threshold,
-                            absent_slices=0, crop=False, progress=progress, cancel=cancel)
+                            propagation=PropagationOptions(absent_slices=0, crop=False), progress=progress,
+                            cancel=cancel)
     return SequenceResult(
         masks=result.mask, probability=result.probability, ijk_to_ras=cine.ijk_to_ras.copy(),
         index_values=cine.index_values, index_name=cine.index_name, index_unit=cine.index_unit,

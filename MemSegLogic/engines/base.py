@@ -96,17 +96,13 @@ class CarriedMaskEngine(Engine):
     where the object was present.
 
     A pass stops at the first empty slice by default: a box prompt nearly always finds
-    *something*, so slices visited past a gap pick up neighbouring tissue (measured on the
-    pyradiomics lung2 tumour with LiteMedSAM: 3D Dice 0.8167 stopping after 1 empty slice,
-    0.7500 after 3). For the same reason a direction also ends, past the outermost seed, at the
-    first slice whose confidence falls more than ``confidence_drop`` below the best one of that
-    direction so far (seed included); that slice is left unvisited (NaN: unknown, not empty).
-    This is the carried-mask counterpart of SAM 2's object score. Measured with LiteMedSAM
-    (its IoU head): on the lesion slices of lung1 / lung2 / brain1 it predicts 0.80–0.94, on the
-    slices past the lesion's end where the carried box picks up vessels or other tissue mostly
-    0.3–0.75 (one axis: lung1 0.1511 -> 0.8374, lung2 0.8167 -> 0.9195; brain1 0.3357 -> 0.2811,
-    where it also ended on three poor lesion slices); a lung running into the abdomen stays
-    confident (0.79–0.89), which the other axes catch."""
+    *something*, so slices visited past a gap pick up neighbouring tissue. For the same reason a
+    direction also ends, past the outermost seed, at the first slice whose confidence falls more
+    than ``confidence_drop`` below the best one of that direction so far (seed included); that
+    slice is left unvisited (NaN: unknown, not empty).
+    This is the carried-mask counterpart of SAM 2's object score: LiteMedSAM's IoU head is high
+    on the object and drops where the carried box picks up vessels or other tissue past its end
+    (README, "How it works", early stop)."""
 
     absent_slices = 1
     confidence_drop: Optional[float] = 0.15  # None: never stop on confidence

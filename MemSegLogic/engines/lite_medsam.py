@@ -19,10 +19,9 @@ from .base import MASK_SEED_LOGIT, CarriedMaskEngine
 
 
 class LiteMedSAMEngine(CarriedMaskEngine):
-    # Measured on CTChest4 (10 mm slices): on coronal frames resampled to square pixels,
-    # LiteMedSAM often picks the tissue beside the lung inside the same box (oracle-box Dice of
-    # a sagittal slice 0.014 vs 0.944 on the native frame) and a J pass decays (3D Dice 0.083 vs
-    # 0.851). Native frames are resized by LiteMedSAM's own longest-side preprocessing.
+    # On frames resampled to square pixels LiteMedSAM often picks the tissue beside the object
+    # inside the same box (README, "How it works", anisotropy); native frames are resized by
+    # LiteMedSAM's own longest-side preprocessing.
     square_pixels = False
 
     def __init__(self, checkpoint: Checkpoint, weights_path, device, box_margin: float = 3.0,

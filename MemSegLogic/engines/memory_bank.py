@@ -12,7 +12,7 @@ every new frame:
   sim(F_t, F_j), where F is a frame's pooled image feature (the current slice is compared with
   the slices the memories came from; negative cosines count as 0), with a seeded generator.
 
-Our choices where the paper is silent (see `../shared/notes/medsam2.md` §1.2-1.3, §6):
+Our choices where the paper is silent:
 - K = 16 (the authors' 2D code); IoU threshold 0.7 (no published value; unmeasured with real
   weights); 6 draws per frame = the non-conditioning slots SAM 2's memory attention was trained
   with. Draws are with replacement as in Eq. 5, but a memory drawn twice is attended once: the

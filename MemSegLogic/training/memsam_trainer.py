@@ -381,36 +381,103 @@ def train_memsam(
         on_epoch(record): called after each epoch's checkpoints are written.
     """
     output = pathlib.Path(output)
-    last_model, last_state = output / files.LAST_MODEL, output / files.LAST_STATE
     torch_device = resolve_device(device)
     precision = _precision(torch_device, amp)
-    autocast = _autocast_factory(torch_device, precision)
     if epochs < 1:
         raise TrainingError(f"epochs must be at least 1; got {epochs}")
-
-    state = None
-    if resume:
-        state = files.load_training_state(last_state)
-        if state.get("format") != STATE_FORMAT:
-            raise TrainingError(f"{last_state} was written by an incompatible MemSeg version")
-        options = TrainingOptions(**state["options"])
-        config = MemSAMConfig(**state["config"])
+    state = _load_resume_state(output / files.LAST_STATE) if resume else None
+    if state is not None:
+        options, config = TrainingOptions(**state["options"]), MemSAMConfig(**state["config"])
     else:
-        if last_model.exists() or last_state.exists():
-            raise TrainingError(
-                f"{output} already holds a training run ({files.LAST_MODEL}): continue it with resume "
-                "(--resume) or choose another output folder")
-        if clip_length < 2:
-            raise TrainingError(f"clip_length must be at least 2 (first and last labelled frames); got {clip_length}")
-        if steps_per_epoch is not None and steps_per_epoch < 1:
-            raise TrainingError(f"steps_per_epoch must be at least 1; got {steps_per_epoch}")
-        if not lr > 0:
-            raise TrainingError(f"the learning rate must be positive; got {lr}")
         options = TrainingOptions(lr=lr, clip_length=clip_length, semi=semi, augment=augment,
                                   steps_per_epoch=steps_per_epoch, seed=seed,
                                   init=None if init is None else str(init), layout=layout,
                                   camus_ed_es_only=camus_ed_es_only, label_value=label_value)
+        _check_new_run(output, options)
+    train, val = _training_loops(data, validation, split, val_fraction, options)
+    if state is not None:
+        model = _resumed_model(output / files.LAST_MODEL, state, train, val, config)
+    else:
+        model = build_training_model(init, config, options.seed)
+        config = model.config
+    run = _start_run(model, state, options, config, torch_device, precision, train, val, output, epochs,
+                     _Reporter(progress, cancel, output))
+    for epoch in range(run.start_epoch, epochs):
+        record = _run_epoch(run, epoch)
+        if on_epoch is not None:
+            on_epoch(record)
+    return _result(run)
 
+
+# --- the run, step by step ----------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Run:
+    """What the epochs of one run share: its settings, loops, model, optimiser, generator and best epoch so far."""
+
+    output: pathlib.Path
+    options: TrainingOptions
+    config: MemSAMConfig
+    device: torch.device
+    precision: str
+    epochs: int  # the total, not those left
+    train: List[Source]
+    val: List[Source]
+    model: MemSAM
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    rng: np.random.Generator
+    reporter: _Reporter
+    history: List[EpochRecord] = dataclasses.field(default_factory=list)
+    best_epoch: Optional[int] = None
+    best_score: Optional[float] = None
+    start_epoch: int = 0  # epochs already complete (resume)
+    global_step: int = 0
+    autocast: Callable[[], contextlib.AbstractContextManager] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.autocast = _autocast_factory(self.device, self.precision)
+
+    @property
+    def steps(self) -> int:
+        """Training clips per epoch (default: one per training loop)."""
+        return self.options.steps_per_epoch or len(self.train)
+
+    @property
+    def units(self) -> int:
+        """Progress units per epoch: one per training step and one per validation clip."""
+        return self.steps + len(self.val)
+
+
+def _load_resume_state(last_state: pathlib.Path) -> dict:
+    """The stored state of the run to resume; refused if another state format wrote it (its keys could differ)."""
+    state = files.load_training_state(last_state)
+    if state.get("format") != STATE_FORMAT:
+        raise TrainingError(f"{last_state} was written by an incompatible MemSeg version")
+    return state
+
+
+def _check_new_run(output: pathlib.Path, options: TrainingOptions) -> None:
+    """Refuse an ``output`` that already holds a run (a new run would overwrite it) and options no run can use."""
+    if (output / files.LAST_MODEL).exists() or (output / files.LAST_STATE).exists():
+        raise TrainingError(
+            f"{output} already holds a training run ({files.LAST_MODEL}): continue it with resume "
+            "(--resume) or choose another output folder")
+    if options.clip_length < 2:
+        raise TrainingError(
+            f"clip_length must be at least 2 (first and last labelled frames); got {options.clip_length}")
+    if options.steps_per_epoch is not None and options.steps_per_epoch < 1:
+        raise TrainingError(f"steps_per_epoch must be at least 1; got {options.steps_per_epoch}")
+    if not options.lr > 0:
+        raise TrainingError(f"the learning rate must be positive; got {options.lr}")
+
+
+def _training_loops(data: Data, validation: Optional[Data],
+                    split: Optional[Union[str, pathlib.Path, Mapping[str, Sequence[str]]]], val_fraction: float,
+                    options: TrainingOptions) -> Tuple[List[Source], List[Source]]:
+    """(train, validation) loops, read with the run's reader options and checked before anything is written.
+
+    Separate ``validation`` loops win (the data's own test loops are then left out), else `split_sources`.
+    """
     reader_options = (options.layout, options.camus_ed_es_only, options.label_value)
     sources = _as_sources(data, *reader_options)
     if validation is not None:
@@ -420,126 +487,189 @@ def train_memsam(
         train, val = split_sources(sources, val_fraction, split)
     _check_sources(train, "training")
     _check_sources(val, "validation")
-    train_names, val_names = [s.name for s in train], [s.name for s in val]
+    return train, val
 
-    if state is not None:
-        if state["train_names"] != train_names or state["val_names"] != val_names:
-            raise TrainingError(
-                "the training/validation loops differ from those of the run being resumed: resume with the same "
-                "data and split")
-        recorded = state["model_sha256"]
-        if checkpoints.sha256_of(last_model) != recorded:
-            raise TrainingError(
-                f"{last_model} does not match its training state (SHA-256 differs): it was replaced or the "
-                "run stopped while saving; resume is not possible from this folder")
-        try:
-            model = load_memsam(last_model, config=config)
-        except ValueError as error:
-            raise CheckpointError(f"{last_model} cannot be resumed: {error}") from None
-        model.freeze_for_training()
-    else:
-        model = build_training_model(init, config, options.seed)
-        config = model.config
-    model.to(torch_device).train()
 
+def _resumed_model(last_model: pathlib.Path, state: Mapping, train: Sequence[Source], val: Sequence[Source],
+                   config: MemSAMConfig) -> MemSAM:
+    """The last complete epoch's model, only if the loops and the model file are those ``state`` was saved with.
+
+    Other loops, or a model file replaced or half-written, would silently continue a different run.
+    """
+    if state["train_names"] != [s.name for s in train] or state["val_names"] != [s.name for s in val]:
+        raise TrainingError(
+            "the training/validation loops differ from those of the run being resumed: resume with the same "
+            "data and split")
+    if checkpoints.sha256_of(last_model) != state["model_sha256"]:
+        raise TrainingError(
+            f"{last_model} does not match its training state (SHA-256 differs): it was replaced or the "
+            "run stopped while saving; resume is not possible from this folder")
+    try:
+        model = load_memsam(last_model, config=config)
+    except ValueError as error:
+        raise CheckpointError(f"{last_model} cannot be resumed: {error}") from None
+    model.freeze_for_training()
+    return model
+
+
+def _start_run(model: MemSAM, state: Optional[Mapping], options: TrainingOptions, config: MemSAMConfig,
+               device: torch.device, precision: str, train: List[Source], val: List[Source],
+               output: pathlib.Path, epochs: int, reporter: _Reporter) -> _Run:
+    """The model on ``device`` with Adam (the reference's settings), the gradient scaler and the run's generator.
+
+    With ``state`` (resume) all of them continue where the last complete epoch left them, so the resumed
+    run is the run that was stopped. ``output`` is created only here, once data and model are known good.
+    """
+    model.to(device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=options.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-    scaler = torch.amp.GradScaler(torch_device.type, enabled=precision == "fp16")
-    rng = np.random.default_rng(options.seed)
-    history: List[EpochRecord] = []
-    best_epoch, best_score = None, None
-    start_epoch, global_step = 0, 0
+    run = _Run(output=output, options=options, config=config, device=device, precision=precision, epochs=epochs,
+               train=train, val=val, model=model,
+               optimizer=torch.optim.Adam(trainable, lr=options.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0),
+               scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+               rng=np.random.default_rng(options.seed), reporter=reporter)
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        run.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        _restore_rng(rng, state["rng"])
-        history = [EpochRecord(**r) for r in state["history"]]
-        best_epoch, best_score = state["best_epoch"], state["best_score"]
-        start_epoch, global_step = int(state["epoch"]), int(state["global_step"])
-
+            run.scaler.load_state_dict(state["scaler"])
+        _restore_rng(run.rng, state["rng"])
+        run.history = [EpochRecord(**r) for r in state["history"]]
+        run.best_epoch, run.best_score = state["best_epoch"], state["best_score"]
+        run.start_epoch, run.global_step = int(state["epoch"]), int(state["global_step"])
     output.mkdir(parents=True, exist_ok=True)
-    reporter = _Reporter(progress, cancel, output)
-    reporter.saved_epoch = start_epoch or None
-    steps = options.steps_per_epoch or len(train)
-    units = steps + len(val)
-    image_size = config.image_size
+    reporter.saved_epoch = run.start_epoch or None
+    return run
 
-    for epoch in range(start_epoch, epochs):
-        started = time.perf_counter()
-        model.train()
-        order = np.concatenate([rng.permutation(len(train)) for _ in range(-(-steps // len(train)))])[:steps]
-        losses = []
-        for step, index in enumerate(order):
-            reporter.check(f"epoch {epoch + 1}")
-            clip = make_clip(train[int(index)].load(), options.clip_length, image_size, rng, options.augment)
-            deep_update_seed = int(rng.integers(2 ** 31 - 1))
-            last = len(clip.frame_indices) - 1
-            supervised = [0, last] if options.semi else [i for i, known in enumerate(clip.labelled) if known]
-            with autocast():
-                logits = model.forward_clip(clip.frames.to(torch_device), clip.point_xy, clip.point_label,
-                                            seed=deep_update_seed)
-            loss = memsam_loss(logits[supervised, 0], clip.masks[supervised].to(torch_device))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            losses.append(float(loss.detach()))
-            global_step += 1
-            reporter.report((epoch + (step + 1) / units) / epochs,
-                            f"epoch {epoch + 1}/{epochs} step {step + 1}/{steps}: loss {losses[-1]:.4f}")
 
-        def before_clip(number: int, epoch=epoch) -> None:
-            reporter.check(f"validation of epoch {epoch + 1}")
-            reporter.report((epoch + (steps + number) / units) / epochs,
-                            f"epoch {epoch + 1}/{epochs}: validating {number + 1}/{len(val)}")
+def _run_epoch(run: _Run, epoch: int) -> EpochRecord:
+    """Train, validate and save epoch ``epoch`` (0-based); its record is in ``run.history`` afterwards.
 
-        scores = evaluate_memsam(model, val, options.clip_length, autocast, before_clip) if val else None
-        record = EpochRecord(
-            epoch=epoch + 1, train_loss=float(np.mean(losses)),
-            val_dice=scores.dice if scores else None, val_dice_interior=scores.dice_interior if scores else None,
-            steps=len(losses), seconds=time.perf_counter() - started)
-        history.append(record)
+    A cancel is honoured before the save starts, never during it, so the last complete checkpoint stays whole.
+    """
+    started = time.perf_counter()
+    losses = _train_epoch(run, epoch)
+    scores = _validate(run, epoch)
+    record = EpochRecord(
+        epoch=epoch + 1, train_loss=float(np.mean(losses)),
+        val_dice=scores.dice if scores else None, val_dice_interior=scores.dice_interior if scores else None,
+        steps=len(losses), seconds=time.perf_counter() - started)
+    run.history.append(record)
+    run.reporter.check(f"epoch {epoch + 1} (before saving it)")
+    _save_epoch(run, record)
+    run.reporter.saved_epoch = epoch + 1
+    _report_epoch(run, record)
+    return record
 
-        # checkpoints: model (+ .sha256), then best, then the state that names the model's digest
-        reporter.check(f"epoch {epoch + 1} (before saving it)")
-        digest = files.save_model_checkpoint(model, last_model)
-        score = _selection_score(record)
-        if score is not None and (best_score is None or score > best_score):
-            best_epoch, best_score = record.epoch, score
-            files.copy_model_checkpoint(last_model, output / files.BEST_MODEL)
-        files.save_training_state({
-            "format": STATE_FORMAT,
-            "epoch": epoch + 1,
-            "global_step": global_step,
-            "options": dataclasses.asdict(options),
-            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()},
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            "rng": _rng_state(rng),
-            "history": [dataclasses.asdict(r) for r in history],
-            "best_epoch": best_epoch,
-            "best_score": best_score,
-            "model_sha256": digest,
-            "train_names": train_names,
-            "val_names": val_names,
-        }, last_state)
-        files.write_json({"options": dataclasses.asdict(options), "precision": precision, "device": str(torch_device),
-                          "best_epoch": best_epoch, "best_score": best_score,
-                          "epochs": [dataclasses.asdict(r) for r in history]}, output / files.HISTORY)
-        reporter.saved_epoch = epoch + 1
-        summary = f"epoch {epoch + 1}/{epochs}: train loss {record.train_loss:.4f}"
-        if record.val_dice is not None:
-            summary += f", validation Dice {record.val_dice:.3f}"
-        if record.val_dice_interior is not None:
-            summary += f" (interior frames {record.val_dice_interior:.3f})"
-        reporter.report((epoch + 1) / epochs, summary)
-        if on_epoch is not None:
-            on_epoch(record)
 
-    model.eval()
-    best_path = output / files.BEST_MODEL
+def _train_epoch(run: _Run, epoch: int) -> List[float]:
+    """The losses of one epoch's ``run.steps`` clips, the training loops in a fresh random order each pass.
+
+    The whole order is drawn before the first clip; keep it so, since an exact resume replays the
+    generator's draws in the order they were made.
+    """
+    run.model.train()
+    steps, train = run.steps, run.train
+    order = np.concatenate([run.rng.permutation(len(train)) for _ in range(-(-steps // len(train)))])[:steps]
+    losses = []
+    for step, index in enumerate(order):
+        run.reporter.check(f"epoch {epoch + 1}")
+        losses.append(_train_step(run, train[int(index)]))
+        run.global_step += 1
+        run.reporter.report((epoch + (step + 1) / run.units) / run.epochs,
+                            f"epoch {epoch + 1}/{run.epochs} step {step + 1}/{steps}: loss {losses[-1]:.4f}")
+    return losses
+
+
+def _train_step(run: _Run, source: Source) -> float:
+    """One optimiser step on one clip of ``source``; returns its loss.
+
+    Random draws come in a fixed order (the clip's click and augmentation, then the deep-update seed),
+    which an exact resume relies on. ``semi``: only the clip's first and last frames are supervised.
+    """
+    options = run.options
+    clip = make_clip(source.load(), options.clip_length, run.config.image_size, run.rng, options.augment)
+    deep_update_seed = int(run.rng.integers(2 ** 31 - 1))
+    last = len(clip.frame_indices) - 1
+    supervised = [0, last] if options.semi else [i for i, known in enumerate(clip.labelled) if known]
+    with run.autocast():
+        logits = run.model.forward_clip(clip.frames.to(run.device), clip.point_xy, clip.point_label,
+                                        seed=deep_update_seed)
+    loss = memsam_loss(logits[supervised, 0], clip.masks[supervised].to(run.device))
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return float(loss.detach())
+
+
+def _validate(run: _Run, epoch: int) -> Optional[ValidationScores]:
+    """Scores of the model after epoch ``epoch`` on the validation loops (None without any).
+
+    Progress and cancel are checked before each clip, so a long validation can be stopped too.
+    """
+    def before_clip(number: int) -> None:
+        run.reporter.check(f"validation of epoch {epoch + 1}")
+        run.reporter.report((epoch + (run.steps + number) / run.units) / run.epochs,
+                            f"epoch {epoch + 1}/{run.epochs}: validating {number + 1}/{len(run.val)}")
+
+    if not run.val:
+        return None
+    return evaluate_memsam(run.model, run.val, run.options.clip_length, run.autocast, before_clip)
+
+
+def _save_epoch(run: _Run, record: EpochRecord) -> None:
+    """Write the model (+ ``.sha256``), then the best copy, then the state that names the model's digest.
+
+    In this order a run stopped while saving leaves a state whose digest does not match the model,
+    which resume refuses rather than continue from mismatched files. ``history.json`` comes last.
+    """
+    last_model = run.output / files.LAST_MODEL
+    digest = files.save_model_checkpoint(run.model, last_model)
+    score = _selection_score(record)
+    if score is not None and (run.best_score is None or score > run.best_score):
+        run.best_epoch, run.best_score = record.epoch, score
+        files.copy_model_checkpoint(last_model, run.output / files.BEST_MODEL)
+    files.save_training_state(_training_state(run, record.epoch, digest), run.output / files.LAST_STATE)
+    files.write_json({"options": dataclasses.asdict(run.options), "precision": run.precision,
+                      "device": str(run.device), "best_epoch": run.best_epoch, "best_score": run.best_score,
+                      "epochs": [dataclasses.asdict(r) for r in run.history]}, run.output / files.HISTORY)
+
+
+def _training_state(run: _Run, epoch: int, digest: str) -> dict:
+    """Everything resume needs after ``epoch`` (1-based), tied to the model file by its SHA-256 ``digest``."""
+    return {
+        "format": STATE_FORMAT,
+        "epoch": epoch,
+        "global_step": run.global_step,
+        "options": dataclasses.asdict(run.options),
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(run.config).items()},
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+        "rng": _rng_state(run.rng),
+        "history": [dataclasses.asdict(r) for r in run.history],
+        "best_epoch": run.best_epoch,
+        "best_score": run.best_score,
+        "model_sha256": digest,
+        "train_names": [s.name for s in run.train],
+        "val_names": [s.name for s in run.val],
+    }
+
+
+def _report_epoch(run: _Run, record: EpochRecord) -> None:
+    """The epoch's summary line as a progress message (losses and, with validation loops, Dice)."""
+    summary = f"epoch {record.epoch}/{run.epochs}: train loss {record.train_loss:.4f}"
+    if record.val_dice is not None:
+        summary += f", validation Dice {record.val_dice:.3f}"
+    if record.val_dice_interior is not None:
+        summary += f" (interior frames {record.val_dice_interior:.3f})"
+    run.reporter.report(record.epoch / run.epochs, summary)
+
+
+def _result(run: _Run) -> TrainingResult:
+    """The finished run's summary; the model is left in eval mode."""
+    run.model.eval()
+    best = run.output / files.BEST_MODEL if run.best_epoch is not None else None
     return TrainingResult(
-        output=output, last_checkpoint=last_model, best_checkpoint=best_path if best_epoch is not None else None,
-        best_epoch=best_epoch, best_score=best_score, history=history, train_names=train_names,
-        val_names=val_names, device=str(torch_device), precision=precision, options=options, config=config)
+        output=run.output, last_checkpoint=run.output / files.LAST_MODEL, best_checkpoint=best,
+        best_epoch=run.best_epoch, best_score=run.best_score, history=run.history,
+        train_names=[s.name for s in run.train], val_names=[s.name for s in run.val], device=str(run.device),
+        precision=run.precision, options=run.options, config=run.config)

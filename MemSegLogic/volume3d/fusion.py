@@ -7,29 +7,20 @@ a voxel covered by none is 0. Where several axes looked:
 - ``"weighted"`` (default): first, an axis other than the seed's is left out altogether when it
   does not reproduce the seed axis' mask on the seed slice(s) (Dice < 0.5 where both looked):
   the seed slice is where the user's prompt applies directly, so the seed axis is right there,
-  and an axis that disagrees on it has failed as a whole. Measured with LiteMedSAM's first
-  passes on the pyradiomics lesions (0.6 × 0.6 × 5 mm): reformats across the thick slices
-  failed outright (Dice 0.02–0.29 alone; seed-slice agreement 0.10–0.45, against 0.75–0.93 on
-  CTChest4's lungs, where they help). It is a guard, not a full test: an axis can match the
-  seed slice and fail elsewhere (lung2's I axis later: 0.92 there, 0.28 alone); such too-thin
-  axes are skipped before they run (`propagation.object_span_in_model`). Then the mean of the
-  remaining axes, each weighted per slice by
-  * its resolution, relative to the finest axis (smallest pixel area / its pixel area): on a
-    0.7 × 0.7 × 5 mm CT the axial frames show the anatomy with 7× more pixels than the coronal
-    and sagittal reformats;
+  and an axis that disagrees on it has failed as a whole (a guard, not a full test: an axis can
+  match the seed slice and fail elsewhere). Then the mean of the remaining axes, each weighted
+  per slice by
+  * its resolution, relative to the finest axis (smallest pixel area / its pixel area): axial
+    frames of a thick-sliced CT show the anatomy with many more pixels than its reformats;
   * whether the other axes confirm that slice: a slice whose mask agrees poorly (Dice < 0.5,
     where both looked) with the other axes' mean-fused mask keeps only a token weight, the
     same for every axis (so where no axis is confirmed, this is the plain mean).
   Why: a propagation fails by whole slices — it runs past the object's end into a neighbouring
-  organ, or fades slice after slice — and a perpendicular axis sees such a slice from across.
-  Measured with LiteMedSAM on CTChest4 (3 × 3 × 10 mm): the axial pass ran from the lung base
-  into the abdomen (right lung axes=1 0.8469) while the coronal/sagittal reformats under-segment
-  the lung's body (left lung: coronal alone 0.62); the plain mean fixed the first and lost on the
-  second (right 0.9160, left 0.8549 vs 0.8766 for one axis), this fusion fixes both (README).
+  organ, or fades slice after slice — and a perpendicular axis sees such a slice from across,
+  while inside the object the finest axis is the most exact.
   Last, the result is bounded along the seed axis by the slices its passes visited: they end
-  where the object ends on native frames (measured on lung2 with LiteMedSAM, where the seed
-  axis stopped at the lesion's end and the perpendicular passes ran on past it: 0.7741 ->
-  0.9070).
+  where the object ends on native frames, where perpendicular passes may run on past it.
+  (Measured on real CT and MR: README, "How it works" and "Accuracy".)
 - ``"mean"``: the plain mean probability of the covering axes.
 - ``"vote"``: a majority vote of the covering axes, a tie (two axes disagreeing) going to the
   plain mean.
@@ -116,8 +107,8 @@ def slice_weights(probabilities: Sequence[np.ndarray], axes: Sequence[int], spac
     weights = []
     for area, score in zip(areas, agreement(probabilities, axes, threshold)):
         # Unconfirmed slices all get the same token weight, whatever their resolution: where no
-        # axis is confirmed, the fusion falls back to the plain mean (lung1: every axis poor, the
-        # plain mean 0.4953 beats each axis alone, the finest axis alone 0.1511).
+        # axis is confirmed, the fusion falls back to the plain mean, which beats trusting the
+        # finest axis when every axis is poor.
         weights.append(np.where(score >= AGREEMENT_MIN, min(areas) / area, UNCONFIRMED_WEIGHT))
     return weights
 

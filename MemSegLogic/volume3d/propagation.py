@@ -1,7 +1,7 @@
 """Six-orientation propagation: how passes along I, J and K are seeded, cropped and mapped back.
 
-No reference code exists for MedSAM-2's six orientations (paper v2 §3.3; `../shared/notes/
-medsam2.md` §1.6). Our orchestration:
+No reference code exists for MedSAM-2's six orientations (the paper, v2 §3.3, describes them
+in words only). Our orchestration (the measurements behind each choice: README, "How it works"):
 
 1. The seed axis is propagated forward from its first seed and backward from its last one.
 2. Its result seeds the two other axes: on each, the plane through the centre of the object on
@@ -15,21 +15,17 @@ medsam2.md` §1.6). Our orchestration:
    margin, widened to a physically square window. Speed: fewer slices per pass (the model's
    cost is per slice; crop size does not change it). Resolution: a cropped frame is resized to
    the model's input like a whole one, so a small object is seen larger, at the cost of
-   context. Off by default: measured with LiteMedSAM on CTChest4, removing 29 columns of
-   context from coronal frames turned a J pass from Dice 0.85 into 0.14 (README, Accuracy).
+   context. Off by default: losing the context around the object cost more than the zoom gained.
 4. Frames whose pixels are not square (slices along a thick axis, e.g. 0.7 x 0.7 x 5 mm) are
    resampled to square pixels before the model sees them (bilinear, pixel centres kept), and
    the logits are resampled back onto the original pixel centres — for engines that want it
-   (`Engine.square_pixels`; LiteMedSAM measured better on native frames).
+   (`Engine.square_pixels`; LiteMedSAM does better on native frames).
 
 5. An other axis is skipped when the object, as the seed axis found it, would span fewer than
    ``MIN_MODEL_PIXELS`` of the model's input along the seed axis in that axis' frames
-   (`object_span_in_model`): a 2D model cannot follow an object a few pixels thick. Measured
-   with LiteMedSAM on the pyradiomics lesions (0.6 x 0.6 x 5 mm, lesions 3–11 slices): in
-   coronal/sagittal frames of 512 x 61 pixels, shrunk to 256 x 31 by the model, a lesion spans
-   2–7 pixels and those passes fail outright (Dice 0.02–0.33 alone), dragging the fusion below
-   one axis (lung2 0.9195 -> 0.7741); on CTChest4 (3 x 3 x 10 mm) a lung spans ~50 pixels and
-   they help (README, Accuracy). The skipped axes and why are kept on the result.
+   (`object_span_in_model`): a 2D model cannot follow an object a few pixels thick, and such
+   passes fail outright and drag the fusion below one axis (small lesions across thick slices).
+   The skipped axes and why are kept on the result.
 
 Each axis' result is a probability volume with NaN where it did not look; `fusion` combines them.
 """

@@ -60,6 +60,58 @@ class SegmentationResult:
                     self.seed_slices or None)
 
 
+@dataclasses.dataclass(frozen=True)
+class PropagationOptions:
+    """How `segment_volume` propagates the prompt and fuses the axes (its None: these defaults).
+
+    fusion: "weighted" (default), "mean" or "vote" (`MemSegLogic.volume3d.fusion`); weighted averages the axes
+        that covered a voxel and agree with the seed axis on the seed slice, each slice weighted by its
+        resolution and by the other axes' agreement, so coarse or stray axes count less than in a plain mean.
+    memory: "self-sorting" (MedSAM-2's bank) or "sam2" (stock SAM 2 memory); engines without memory
+        (medsam-lite) carry masks from slice to slice instead and ignore it.
+    shared_memory: one bank for all passes instead of one per direction, so memories of all orientations
+        are sorted together, as in the paper.
+    absent_slices: a direction stops after this many slices without the object, so it does not run on
+        through empty slices (0: never; None: the engine's default, 3 for MedSAM-2, 1 for medsam-lite).
+    crop: later axes visit only the slices of the object's extent found by the first one plus a margin,
+        since the model's cost is per slice.
+    crop_frames: also crop the later axes' frames to that extent, which zooms the model in at the cost of
+        context (off by default: the lost context cost more than the zoom gained).
+    square_pixels: resample frames along a thick axis to square pixels for the model, and back
+        (None: the engine's measured preference; LiteMedSAM does better on native frames).
+    seed: seeds the memory bank's resampling, so a run is reproducible.
+    """
+
+    fusion: str = DEFAULT_FUSION
+    memory: str = DEFAULT_MEMORY
+    shared_memory: bool = False
+    absent_slices: Optional[int] = None
+    crop: bool = True
+    crop_frames: bool = False
+    square_pixels: Optional[bool] = None
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeedOptions:
+    """How fast `segment_volume` runs (its None: these defaults).
+
+    input_size: run a SAM 2 model at this input size instead of its own (a multiple of 16, e.g. 512 for a
+        1024-px model), faster per slice on a CPU but coarser on small objects; see README "Speed"
+        (None: the checkpoint's size).
+    encode_batch: slices encoded at once ahead of the memory loop, to keep a GPU busy (None: 8 on CUDA,
+        4 on MPS, 1 on CPU); out of GPU memory, the batch is halved automatically.
+    compile_encoder: torch.compile the image encoder, faster per slice after minutes on the first call
+        (for batch work).
+    threads: CPU threads for PyTorch, to share the CPU with other work (None: PyTorch's choice).
+    """
+
+    input_size: Optional[int] = None
+    encode_batch: Optional[int] = None
+    compile_encoder: bool = False
+    threads: Optional[int] = None
+
+
 def segment_volume(
     volume: Union[Volume, str, pathlib.Path],
     prompts: Union[Prompt, Sequence[Prompt]],
@@ -68,18 +120,8 @@ def segment_volume(
     device: str = "auto",
     preset: Optional[str] = None,
     threshold: float = 0.5,
-    fusion: str = DEFAULT_FUSION,
-    memory: str = DEFAULT_MEMORY,
-    shared_memory: bool = False,
-    absent_slices: Optional[int] = None,
-    crop: bool = True,
-    crop_frames: bool = False,
-    square_pixels: Optional[bool] = None,
-    seed: int = 0,
-    input_size: Optional[int] = None,
-    encode_batch: Optional[int] = None,
-    compile_encoder: bool = False,
-    threads: Optional[int] = None,
+    propagation: Optional[PropagationOptions] = None,
+    speed: Optional[SpeedOptions] = None,
     progress: Optional[ProgressCallback] = None,
     cancel=None,
 ) -> SegmentationResult:
@@ -93,26 +135,9 @@ def segment_volume(
         planes through the seed, fused); 1 = the prompt's axis in both directions only.
     device: "auto" (CUDA, then MPS, then CPU), "cuda", "mps" or "cpu".
     preset: intensity preset name (`MemSegLogic.core.intensity.PRESETS`), default percentile clipping.
-    fusion: "weighted" (mean probability of the axes that covered a voxel and agree with the seed
-        axis on the seed slice, each slice weighted by its resolution and by whether the other
-        axes confirm it), "mean" (plain mean) or "vote"
-        (majority); see `MemSegLogic.volume3d.fusion`.
-    memory: "self-sorting" (MedSAM-2's bank) or "sam2" (stock SAM 2 memory); engines without
-        memory (medsam-lite) carry masks instead and ignore it. shared_memory: one bank for all
-        passes instead of one per direction. seed: seeds the bank's resampling.
-    absent_slices: a direction stops after this many slices without the object (0: never;
-        None: the engine's default, 3 for MedSAM-2, 1 for medsam-lite).
-    crop: later axes only visit the slices of the object's extent found by the first one, plus
-        a margin; crop_frames: also crop each of their frames to that extent (zooms the model in).
-    square_pixels: resample frames along a thick axis to square pixels for the model (None:
-        the engine's measured preference).
-    input_size: run a SAM 2 model at this input size instead of its own (a multiple of 16,
-        e.g. 512 for a 1024-px model: about 3-4x faster per slice on a CPU, coarser masks on
-        small objects; see README "Speed"). None: the checkpoint's size.
-    encode_batch: slices encoded at once ahead of the memory loop (None: 8 on CUDA, 4 on MPS,
-        1 on CPU); out of GPU memory, the batch is halved automatically.
-    compile_encoder: torch.compile the image encoder (minutes on the first call; for batch work).
-    threads: CPU threads for PyTorch (None: PyTorch's choice).
+    threshold: probability above which a voxel is in the mask.
+    propagation: `PropagationOptions` (fusion, memory, early stop, cropping, seed); None: the defaults.
+    speed: `SpeedOptions` (input size, encode batch, compile, threads); None: the defaults.
     progress: called as ``progress(fraction, message)``; cancel: a `threading.Event` that stops
         the run promptly with `SegmentationCancelled`.
     """
@@ -129,32 +154,35 @@ def segment_volume(
     seeds, axis = _seeds(volume, prompts)
     check_axes(axes)
     threshold = check_threshold(threshold)
-    if fusion not in FUSION_MODES:
-        raise ValueError(f"fusion must be one of {', '.join(FUSION_MODES)}, got {fusion!r}")
-    banks = memory_banks(memory, shared=shared_memory, seed=seed)
+    propagation = PropagationOptions() if propagation is None else propagation
+    speed = SpeedOptions() if speed is None else speed
+    if propagation.fusion not in FUSION_MODES:
+        raise ValueError(f"fusion must be one of {', '.join(FUSION_MODES)}, got {propagation.fusion!r}")
+    banks = memory_banks(propagation.memory, shared=propagation.shared_memory, seed=propagation.seed)
     checkpoint = get_checkpoint(model)
     if checkpoint.engine not in VOLUME_ENGINES:
         raise CheckpointError(f"{checkpoint.name} is a {checkpoint.engine} checkpoint, not a 3D segmenter: use one of "
                               f"{', '.join(c.name for c in list_checkpoints(VOLUME_ENGINES))}"
                               + (" (MemSAM runs on cine loops: segment_sequence)" if checkpoint.engine == "memsam" else ""))
     uses_memory = checkpoint.engine == "medsam2"
-    checkpoint = _at_input_size(checkpoint, input_size)
+    checkpoint = _at_input_size(checkpoint, speed.input_size)
     torch_device = resolve_device(device)
-    set_cpu_threads(threads)
+    set_cpu_threads(speed.threads)
 
     monitor.report(0.0, f"loading {checkpoint.name}")
-    engine_options = {"encode_batch": encode_batch, "compile_encoder": compile_encoder or None} if uses_memory else {}
+    engine_options = ({"encode_batch": speed.encode_batch, "compile_encoder": speed.compile_encoder or None}
+                      if uses_memory else {})
     engine = load_engine(checkpoint, torch_device, progress=monitor.sub(0.0, 0.05).report, **engine_options)
     encoded_before = engine.slices_encoded
     image = to_uint8(volume.array, preset or DEFAULT_PRESET)  # a copy: the input stays as it was
     with out_of_memory_as_device_error(torch_device):
         passes = propagate_volume(engine, image, volume.spacing, axis, seeds, axes, monitor.sub(0.05, 0.97),
-                                  absent_slices=absent_slices, crop=crop, crop_frames=crop_frames,
-                                  threshold=threshold,
-                                  memory=banks if uses_memory else None, square_pixels=square_pixels)
+                                  absent_slices=propagation.absent_slices, crop=propagation.crop,
+                                  crop_frames=propagation.crop_frames, threshold=threshold,
+                                  memory=banks if uses_memory else None, square_pixels=propagation.square_pixels)
     monitor.report(0.97, "fusing axes" if axes > 1 else "thresholding")
-    probability, mask = fuse([p.probability for p in passes], fusion, threshold, [p.axis for p in passes],
-                             volume.spacing, passes[0].seeds)
+    probability, mask = fuse([p.probability for p in passes], propagation.fusion, threshold,
+                             [p.axis for p in passes], volume.spacing, passes[0].seeds)
     visited = {p.name: p.slices_visited for p in passes}
     monitor.report(1.0, "done: " + ", ".join(f"{n} {name} slices" for name, n in visited.items())
                    + "".join(f"; {name} skipped ({why})" for name, why in passes.skipped.items()))
@@ -162,7 +190,8 @@ def segment_volume(
         mask=mask, probability=probability, ijk_to_ras=volume.ijk_to_ras.copy(), model=checkpoint.name,
         device=str(torch_device), axes=axes, slices_visited=sum(visited.values()),
         seconds=time.perf_counter() - started, axis_probability={p.name: p.probability for p in passes},
-        visited_per_axis=visited, fusion=fusion, memory=memory if uses_memory else None,
+        visited_per_axis=visited, fusion=propagation.fusion,
+        memory=propagation.memory if uses_memory else None,
         seed_slices=passes[0].seeds, skipped_axes=dict(passes.skipped), input_size=checkpoint.image_size,
         slices_encoded=engine.slices_encoded - encoded_before)
 

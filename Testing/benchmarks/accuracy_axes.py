@@ -20,13 +20,14 @@ import json
 import pathlib
 import sys
 import time
+from typing import Optional
 
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run from a checkout, installed or not
 
-from MemSegLogic import segment_volume
+from MemSegLogic import PropagationOptions, segment_volume
 from MemSegLogic.app.demo import seed_box
 from MemSegLogic.app.samples import (
     PYRADIOMICS_CASES,
@@ -53,12 +54,13 @@ def load_case(name: str):
     return volume, reference, PRESETS[name]
 
 
-def run_case(name: str, model: str, device: str, save: pathlib.Path, **options) -> pathlib.Path:
+def run_case(name: str, model: str, device: str, save: pathlib.Path,
+             propagation: Optional[PropagationOptions] = None) -> pathlib.Path:
     """Segment one case with axes=1 and axes=3 and save what scoring needs."""
     volume, reference, preset = load_case(name)
     prompt, seed_slice = seed_box(reference)
-    one = segment_volume(volume, prompt, model=model, device=device, preset=preset, axes=1, **options)
-    six = segment_volume(volume, prompt, model=model, device=device, preset=preset, axes=3, **options)
+    one = segment_volume(volume, prompt, model=model, device=device, preset=preset, axes=1, propagation=propagation)
+    six = segment_volume(volume, prompt, model=model, device=device, preset=preset, axes=3, propagation=propagation)
     timings = {"axes=1 s": one.seconds, "axes=1 slices": one.slices_visited,
                "axes=3 s": six.seconds, "axes=3 slices": six.slices_visited, "model": model, "device": device,
                "skipped": six.skipped_axes}
@@ -127,8 +129,8 @@ def main(argv=None) -> int:
         square = {"engine": None, "yes": True, "no": False}[args.square_pixels]
         for name in args.cases:
             started = time.perf_counter()
-            paths.append(run_case(name, args.model, args.device, args.save, crop=not args.no_crop,
-                                  square_pixels=square, crop_frames=args.crop_frames))
+            propagation = PropagationOptions(crop=not args.no_crop, square_pixels=square, crop_frames=args.crop_frames)
+            paths.append(run_case(name, args.model, args.device, args.save, propagation))
             row = score(paths[-1])
             print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("axes=") and
                                           isinstance(v, float) and not k.endswith(" s"))
