@@ -25,6 +25,7 @@ from .errors import (
     InvalidPromptError,
     InvalidVolumeError,
     MemSegError,
+    MemSegWarning,
     SegmentationCancelled,
 )
 from .runtime.checkpoints import DEFAULT_MODEL, Checkpoint, get_checkpoint, list_checkpoints, register_checkpoint
@@ -34,7 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Checkpoint", "CheckpointError", "Cine", "DEFAULT_MODEL", "DeviceError", "InvalidPromptError",
-    "InvalidVolumeError", "MemSegError", "PRESETS", "PRESET_NAMES", "Prompt", "PropagationOptions",
+    "InvalidVolumeError", "MemSegError", "MemSegWarning", "PRESETS", "PRESET_NAMES", "Prompt", "PropagationOptions",
     "SegmentationCancelled", "SegmentationResult", "SequenceResult", "SlicePrompt", "SpeedOptions", "Volume",
     "get_checkpoint", "list_checkpoints", "register_checkpoint", "segment_sequence", "segment_volume", "to_uint8",
 ]

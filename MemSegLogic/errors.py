@@ -31,5 +31,10 @@ class DeviceError(MemSegError):
     """The requested compute device is unavailable or ran out of memory."""
 
 
+class MemSegWarning(UserWarning):
+    """Something in the input looks wrong but may be real (isolated absurd values, sheared
+    geometry): MemSeg goes on and says so (the CLI prints it, Slicer logs it)."""
+
+
 class SegmentationCancelled(MemSegError):
     """The user cancelled a running segmentation; nothing was written."""

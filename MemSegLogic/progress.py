@@ -19,6 +19,10 @@ class Monitor:
 
     def __init__(self, progress: Optional[ProgressCallback] = None, cancel=None,
                  start: float = 0.0, end: float = 1.0):
+        if progress is not None and not callable(progress):
+            raise ValueError(f"progress must be a function progress(fraction, message), got {progress!r}")
+        if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+            raise ValueError(f"cancel must be a threading.Event (anything with is_set()), got {cancel!r}")
         self._progress = progress
         self._cancel = cancel
         self._start, self._end = start, end

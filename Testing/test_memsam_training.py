@@ -109,7 +109,7 @@ def training_run(tmp_path_factory):
         "message": str(cancelled.value),
         "state": torch.load(output / checkpointing.LAST_STATE, map_location="cpu", weights_only=True),
         "model_sha256": sha256_of(output / checkpointing.LAST_MODEL),
-        "partial_files": sorted(p.name for p in output.glob("*.part")),
+        "partial_files": sorted(p.name for p in output.glob("*partial*")),
     }
     with pytest.raises(TrainingError, match="already holds a training run"):
         train_memsam(train, output, validation=val, epochs=EPOCHS, config=CONFIG, device="cpu")

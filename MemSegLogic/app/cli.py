@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
 import threading
+import warnings
 
 from ..errors import MemSegError
 from ..runtime import checkpoints
@@ -31,6 +33,19 @@ def _triple_list(text: str, count: int, what: str):
     if len(values) != count:
         raise argparse.ArgumentTypeError(f"{what} needs {count} comma-separated numbers, got {text!r}")
     return values
+
+
+def _count(minimum: int):
+    """An argparse type: a whole number of at least ``minimum``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum}, got {text!r}")
+        return value
+    return parse
 
 
 def _point(text):
@@ -61,9 +76,12 @@ class _StderrProgress:
 def _segment(args) -> int:
     from ..core.prompt import Prompt
     from ..core.volume import Volume
-    from ..io.segmentation_io import write_mask
+    from ..io.outputs import check_output_path, clean_text
+    from ..io.segmentation_io import MASK_SUFFIXES, write_mask
     from ..volume3d.segment import PropagationOptions, SpeedOptions, segment_volume
 
+    check_output_path(args.output, MASK_SUFFIXES, inputs=[args.input], overwrite=args.overwrite)
+    clean_text(args.segment_name, "segment name")
     volume = Volume.read(args.input)
     prompts = Prompt.several_from_ras(volume, positive=args.point or [], negative=args.negative or [],
                                       box=args.box, axis=args.axis)
@@ -124,11 +142,11 @@ def _echo_prompt(args):
 def _echo(args) -> int:
     from ..cine.cine import Cine
     from ..cine.segment import segment_sequence
+    from ..io.outputs import check_output_path, clean_text
 
+    check_output_path(args.output, ECHO_OUTPUT_SUFFIXES, inputs=[args.input], overwrite=args.overwrite)
+    clean_text(args.segment_name, "segment name")
     output = str(args.output).lower()
-    if not output.endswith((".seq.nrrd", ".mrb")):
-        raise MemSegError(f"the output must be a .seq.nrrd (mask sequence), .seq.mrb (segmentation sequence) or "
-                          f".mrb (Slicer scene: the cine with the masks over it), got {args.output}")
     cine = Cine.read(args.input, plane=args.plane)
     progress = _StderrProgress(args.quiet)
     try:
@@ -155,10 +173,13 @@ def _echo(args) -> int:
     return 0
 
 
+ECHO_OUTPUT_SUFFIXES = (".seq.nrrd", ".seq.mrb", ".mrb")
+
+
 def _weights(args) -> int:
     if args.action == "list":
         for checkpoint in checkpoints.list_checkpoints():
-            state = checkpoints.checkpoint_state(checkpoint)
+            state = checkpoints.checkpoint_state(checkpoint, check=True)  # hashed once: corrupt files show
             print(f"{checkpoint.name:20s} {checkpoint.image_size:5d} px  {state:9s} {checkpoint.description}")
         print(f"weights folder: {checkpoints.weights_dir()}")
         return 0
@@ -172,13 +193,20 @@ def _weights(args) -> int:
                            if args.action == "verify" else [])
     if not names:
         raise MemSegError("name the checkpoint to fetch, e.g. memseg weights fetch medsam2-pretrain")
-    for name in names:
+    failed = []
+    for name in names:  # every name is tried: one bad file does not hide the state of the others
         progress = _StderrProgress(args.quiet)
         try:
             path = checkpoints.ensure_checkpoint(name, download=args.action == "fetch", progress=progress)
+        except MemSegError as error:
+            failed.append(name)
+            print(f"{name}: FAILED: {error}")
+            continue
         finally:
             progress.close()
         print(f"{name}: OK ({path})")
+    if failed:
+        raise MemSegError(f"{len(failed)} of {len(names)} checkpoints failed: {', '.join(failed)}")
     return 0
 
 
@@ -218,6 +246,7 @@ def _add_segment_parser(subparsers) -> None:
     segment = subparsers.add_parser("segment", help="segment a volume from a seed prompt")
     segment.add_argument("input", help="volume file (.nrrd, .nii, .nii.gz, .mha) or DICOM series folder")
     segment.add_argument("-o", "--output", required=True, help="output .seg.nrrd, or .nii.gz/.nrrd labelmap")
+    segment.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     segment.add_argument("--point", type=_point, action="append", metavar="R,A,S", help="positive point (repeatable)")
     segment.add_argument("--negative", type=_point, action="append", metavar="R,A,S", help="negative point (repeatable)")
     segment.add_argument("--box", type=_box, metavar="R,A,S,R,A,S", help="box: two opposite corners on one slice")
@@ -235,17 +264,17 @@ def _add_segment_parser(subparsers) -> None:
     segment.add_argument("--memory", choices=MEMORY_POLICIES, default=DEFAULT_MEMORY,
                          help="MedSAM-2 memory: the self-sorting bank or stock SAM 2 memory")
     segment.add_argument("--shared-memory", action="store_true", help="one memory bank for all passes")
-    segment.add_argument("--absent-slices", type=int, default=None,
+    segment.add_argument("--absent-slices", type=_count(0), default=None,
                          help="stop a direction after this many slices without the object "
                               "(0: never; default: the engine's, 3 for MedSAM-2, 1 for medsam-lite)")
     segment.add_argument("--no-crop", action="store_true", help="later axes visit every slice, not the object's extent")
     segment.add_argument("--crop-frames", action="store_true", help="later axes also crop each frame to the object")
     segment.add_argument("--seed", type=int, default=0, help="random seed of the memory bank's resampling")
     speed = segment.add_argument_group("speed (README: Speed)")
-    speed.add_argument("--input-size", type=int, help="run a SAM 2 model at this input size, e.g. 512 on a CPU")
-    speed.add_argument("--encode-batch", type=int, help="slices encoded at once (default 8 on CUDA, 1 on CPU)")
+    speed.add_argument("--input-size", type=_count(16), help="run a SAM 2 model at this input size, e.g. 512 on a CPU")
+    speed.add_argument("--encode-batch", type=_count(1), help="slices encoded at once (default 8 on CUDA, 1 on CPU)")
     speed.add_argument("--compile", action="store_true", help="torch.compile the image encoder (slow first run)")
-    speed.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    speed.add_argument("--threads", type=_count(1), help="CPU threads for PyTorch")
     segment.set_defaults(run=_segment)
 
 
@@ -256,19 +285,20 @@ def _add_echo_parser(subparsers) -> None:
     echo.add_argument("-o", "--output", required=True,
                       help="OUT.seq.nrrd (a mask per frame), OUT.seq.mrb (Slicer segmentation sequence) or OUT.mrb "
                            "(Slicer scene: the cine and its segmentation sequence in one browser)")
+    echo.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     echo.add_argument("--point", type=_frame_point, action="append", metavar="X,Y[,FRAME]",
                       help="positive point: pixel column, row (and frame; default --frame); repeatable")
     echo.add_argument("--negative", type=_frame_point, action="append", metavar="X,Y[,FRAME]", help="negative point")
     echo.add_argument("--box", type=_frame_box, metavar="X0,Y0,X1,Y1[,FRAME]", help="box around the structure")
-    echo.add_argument("--frame", type=int, default=0, help="frame of prompts given without one (default 0)")
+    echo.add_argument("--frame", type=_count(0), default=0, help="frame of prompts given without one (default 0)")
     echo.add_argument("--plane", type=_plane, metavar="AXIS,INDEX", help="for 3D+t files: the plane to follow")
     echo.add_argument("--model", default="memsam",
                       help="memsam (weights folder's memsam.pth), a MemSAM checkpoint file, or a SAM 2 / "
                            "MedSAM-2 / medsam-lite name for zero-shot propagation")
     echo.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     echo.add_argument("--threshold", type=float, default=None, help="default 0.6 for MemSAM, 0.5 otherwise")
-    echo.add_argument("--memory-frames", type=int, default=None, help="MemSAM frames read from memory (default 16)")
-    echo.add_argument("--deep-update-every", type=int, default=None,
+    echo.add_argument("--memory-frames", type=_count(1), default=None, help="MemSAM frames read from memory (default 16)")
+    echo.add_argument("--deep-update-every", type=_count(1), default=None,
                       help="refresh MemSAM's sensory memory every k-th frame (default: the reference's seeded draws)")
     echo.add_argument("--seed", type=int, default=1234, help="seed of MemSAM's deep-update draws")
     echo.add_argument("--segment-name", default="MemSeg", help="segment name in a .seq.mrb output")
@@ -306,17 +336,40 @@ def _attach_negative_coordinates(argv):
     return out
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every write in progress is undone as on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"memseg: warning: {message}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(_attach_negative_coordinates(sys.argv[1:] if argv is None else list(argv)))
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    previous_showwarning, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         return args.run(args)
     except (MemSegError, ValueError, OSError) as error:
         print(f"memseg: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("memseg: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, _Terminated) as stop:
+        print("memseg: interrupted; no output was written or changed", file=sys.stderr)
+        return 143 if isinstance(stop, _Terminated) else 130
+    except Exception as error:  # a bug: still one line for the user, the details for a report
+        print(f"memseg: internal error ({type(error).__name__}: {error}); nothing was written. Please report it "
+              "with the command you ran", file=sys.stderr)
+        return 2
+    finally:
+        warnings.showwarning = previous_showwarning
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import numpy as np
 from ..core.intensity import to_uint8
 from ..core.metrics import dice
 from ..core.prompt import Prompt
+from ..io.atomic import replace_atomically
 from ..io.overlay import PREDICTION_RGB, REFERENCE_RGB, orthogonal_views
 from ..io.segmentation_io import write_mask
 from ..runtime.checkpoints import get_checkpoint, is_available
@@ -71,6 +72,6 @@ def run_demo(output_dir, model: Optional[str] = None, device: str = "auto", prog
                                [(result.mask, PREDICTION_RGB, True), (reference, REFERENCE_RGB, False)],
                                volume.ijk_to_ras, box_centre, box_ijk=prompt.box)
     overlay_path = output_dir / "right-lung-overlay.png"
-    picture.save(overlay_path)
+    replace_atomically(overlay_path, lambda partial: picture.save(partial, format="PNG"))
     return DemoReport(result.model, result.device, dice(result.mask, reference), result.seconds,
                       result.slices_visited, segmentation_path, overlay_path)

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import pathlib
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -18,6 +17,7 @@ import tempfile
 import numpy as np
 
 from ..core.volume import Volume
+from ..io.atomic import replace_atomically
 from ..io.segmentation_io import read_segmentation_file
 
 PYRADIOMICS_CASES = ("lung1", "lung2", "brain1", "brain2", "breast1")
@@ -54,8 +54,8 @@ def fetch_pyradiomics_data(cache_dir) -> pathlib.Path:
         with tarfile.open(archives[0]) as archive:
             for name in wanted:
                 member = archive.getmember(f"pyradiomics-3.0.1/data/{name}")
-                with archive.extractfile(member) as source, open(folder / name, "wb") as target:
-                    shutil.copyfileobj(source, target)
+                with archive.extractfile(member) as source:  # complete files only: the cache trusts what it finds
+                    replace_atomically(folder / name, lambda partial: partial.write_bytes(source.read()))
     return folder
 
 

@@ -20,9 +20,10 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..core.geometry import AXIS_NAMES, axis_index
-from ..core.volume import Volume, check_image_values
+from ..core.volume import Volume, check_image_values, warn_implausible_values
 from ..errors import InvalidVolumeError
 
+PLANE_HINT = "memseg echo --plane K,INDEX (or I, J), or in Python Cine.read(path, plane=('K', INDEX))"
 # ITU-R BT.601 luma, what a grey ultrasound display shows for a colour-encoded frame.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -43,7 +44,7 @@ class Cine:
         if frames.ndim == 4 and frames.shape[-1] not in (3, 4):
             raise InvalidVolumeError(
                 f"frames of shape {frames.shape} look like a 3D+t sequence (a volume per time point): choose "
-                "the 2D plane to follow through time, e.g. Cine.read(path, plane=('K', index))")
+                "the 2D plane to follow through time: " + PLANE_HINT)
         if frames.ndim not in (3, 4):
             raise InvalidVolumeError(
                 f"a cine is frames (T, H, W) or (T, H, W, 3) for RGB; got an array of shape {frames.shape}")
@@ -121,6 +122,7 @@ class Cine:
             raise InvalidVolumeError(f"frames of {self.frame_shape[0]} x {self.frame_shape[1]} pixels are too small")
         check_image_values(self.frames, "pixel", "the sequence has",
                            "every pixel of every frame has the same value: nothing to segment")
+        warn_implausible_values(self.frames, "sequence", "frame")
 
     # -- files ----------------------------------------------------------------------------------
     @classmethod
@@ -179,4 +181,4 @@ def select_plane(frames_tkji: np.ndarray, ijk_to_ras: np.ndarray, plane: Tuple[s
 def plane_needed(shape) -> InvalidVolumeError:
     return InvalidVolumeError(
         f"this is a 3D+t sequence (volumes of K, J, I = {tuple(shape)} per time point), not a 2D+t cine: "
-        "choose the plane to follow through time with plane=('K', index) (or I, J), e.g. the A4C plane")
+        "choose the plane to follow through time (e.g. the A4C plane): " + PLANE_HINT)

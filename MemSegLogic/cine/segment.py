@@ -19,7 +19,7 @@ import numpy as np
 from ..core.geometry import AXIS_NAMES
 from ..core.metrics import check_threshold, sigmoid
 from ..core.prompt import Prompt
-from ..errors import CheckpointError, InvalidPromptError
+from ..errors import CheckpointError, InvalidPromptError, InvalidVolumeError
 from ..progress import Monitor, ProgressCallback
 from ..runtime.checkpoints import MEMSAM_DEFAULT, VOLUME_ENGINES, Checkpoint, get_checkpoint, is_registered
 from .cine import Cine, memsam_range
@@ -59,7 +59,9 @@ def as_cine(frames: Union[Cine, np.ndarray, str, pathlib.Path]) -> Cine:
         return frames
     if isinstance(frames, (str, pathlib.Path)):
         return Cine.read(frames)
-    return Cine(np.asarray(frames))
+    if not isinstance(frames, np.ndarray):
+        raise InvalidVolumeError(f"frames must be a Cine, a file path or a numpy array, got {type(frames).__name__}")
+    return Cine(frames)
 
 
 def frame_prompt(frame: int, positive: Sequence = (), negative: Sequence = (), box: Optional[Sequence] = None,
@@ -122,11 +124,17 @@ def segment_sequence(
     cine.check_segmentable()
     prompt = _single_prompt(prompt)
     grid = cine.time_volume()
-    prompt.check(grid)
+    prompt.check(grid, slice_word="frame")
     checkpoint = _registered(model)
     if checkpoint is not None and checkpoint.engine not in VOLUME_ENGINES + ("memsam",):
         raise CheckpointError(f"{checkpoint.name} is a {checkpoint.engine} checkpoint, not MemSAM weights nor a "
                               "model that can propagate through frames")
+    if memory_frames is not None and (isinstance(memory_frames, bool) or not isinstance(memory_frames, int)
+                                      or memory_frames < 1):
+        raise ValueError(f"memory_frames must be a count of at least 1, got {memory_frames!r}")
+    if memory_frames is not None and checkpoint is not None and checkpoint.engine != "memsam":
+        raise ValueError(f"memory_frames sets MemSAM's memory; {checkpoint.name} propagates without it "
+                         "(zero-shot): leave memory_frames out")
     torch_device = resolve_device(device)
     with out_of_memory_as_device_error(torch_device):
         if checkpoint is not None and checkpoint.engine != "memsam":

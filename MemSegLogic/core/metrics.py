@@ -3,6 +3,8 @@ that turns them into masks, and the Dice overlap that scores masks against each 
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 
@@ -17,6 +19,8 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 
 def check_threshold(threshold: float) -> float:
     """The probability threshold as a float, or ValueError: 0 and 1 would select everything or nothing."""
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise ValueError(f"threshold must be a number strictly between 0 and 1, got {threshold!r}")
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
     return float(threshold)

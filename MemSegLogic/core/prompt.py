@@ -76,10 +76,16 @@ class Prompt:
         corners = _as_points([corner_a, corner_b], "box corner")
         if axis is None:
             same = [a for a in range(3) if np.rint(corners[0, a]) == np.rint(corners[1, a])]
+            if len(same) == 3:
+                raise InvalidPromptError("the box has zero size: both corners are on the same voxel; "
+                                         "drag a box that covers the object")
+            if len(same) == 2:
+                raise InvalidPromptError("the box is a line (its corners differ along one axis only): "
+                                         "drag a box that covers the object on one slice")
             if len(same) != 1:
                 raise InvalidPromptError(
-                    "box corners must lie on one slice and span an area on it: they share "
-                    f"{len(same)} of the I, J, K coordinates (expected exactly 1)")
+                    "box corners must lie on one slice: they differ along all of I, J and K; put both "
+                    "corners on the slice you mean (or give the axis)")
             axis = same[0]
         return cls.from_points(axis=axis, box=corners)
 
@@ -141,13 +147,15 @@ class Prompt:
     def frame_shape(self, volume: Volume) -> tuple:
         return slice_stack(np.empty(volume.shape_kji, dtype=np.uint8), self.axis).shape[1:]
 
-    def check(self, volume: Volume) -> None:
-        """Raise `InvalidPromptError` unless this prompt is usable on ``volume``."""
+    def check(self, volume: Volume, slice_word: str = "slice") -> None:
+        """Raise `InvalidPromptError` unless this prompt is usable on ``volume``. ``slice_word``
+        names the prompt's slice in messages ("frame" for a cine, whose frames are K slices)."""
         name = AXIS_NAMES[self.axis]
         n_slices = volume.shape_ijk[self.axis]
         if not 0 <= self.slice_index < n_slices:
-            raise InvalidPromptError(
-                f"prompt slice {name}={self.slice_index} is outside the volume (0..{n_slices - 1})")
+            where = f"{slice_word} {self.slice_index}" if slice_word != "slice" else f"slice {name}={self.slice_index}"
+            raise InvalidPromptError(f"prompt {where} is outside the {'sequence' if slice_word != 'slice' else 'volume'} "
+                                     f"(0..{n_slices - 1})")
         for point in self.points:
             if not volume.contains_ijk(point):
                 raise InvalidPromptError(

@@ -9,14 +9,20 @@ the patient whatever route it takes.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 
-from ..errors import InvalidVolumeError
+from ..errors import InvalidVolumeError, MemSegWarning
 from .geometry import transform_points
 
 # RAS = diag(-1, -1, 1) * LPS (and the reverse): the only difference between Slicer and ITK.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# Voxel sizes outside this range (mm) are a broken header, not an image: microscopy-scale voxels
+# and 1 m slabs are both refused with the spacing named.
+MIN_SPACING_MM, MAX_SPACING_MM = 1e-3, 1e3
+# A value more than this many times the image's own (0.1-99.9 percentile) range beyond it is absurd.
+OUTLIER_SPANS = 1000.0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -27,9 +33,16 @@ class Volume:
     ijk_to_ras: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(4))
 
     def __post_init__(self):
-        matrix = np.asarray(self.ijk_to_ras, dtype=np.float64)
+        if not isinstance(self.array, np.ndarray):
+            raise InvalidVolumeError(f"a Volume's array must be a numpy array, got {type(self.array).__name__}")
+        try:
+            matrix = np.asarray(self.ijk_to_ras, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidVolumeError("ijk_to_ras must be a 4x4 matrix of numbers") from None
         if matrix.shape != (4, 4):
             raise InvalidVolumeError(f"ijk_to_ras must be a 4x4 matrix, got shape {matrix.shape}")
+        if not np.all(np.isfinite(matrix)):
+            raise InvalidVolumeError("ijk_to_ras holds NaN or infinite values: the volume has no usable geometry")
         if abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
             raise InvalidVolumeError("ijk_to_ras is singular (zero spacing or degenerate direction)")
         object.__setattr__(self, "ijk_to_ras", matrix)
@@ -96,6 +109,16 @@ class Volume:
                 "(use segment_sequence for a 2D+t cine)")
         check_image_values(array, "voxel", "volume contains",
                            "volume is constant (every voxel has the same value): nothing to segment")
+        spacing = self.spacing
+        if spacing.max() > MAX_SPACING_MM or spacing.min() < MIN_SPACING_MM:
+            raise InvalidVolumeError(
+                f"voxel spacing {', '.join(f'{s:g}' for s in spacing)} mm (I, J, K) is not plausible for a medical "
+                f"image (expected {MIN_SPACING_MM:g} to {MAX_SPACING_MM:g} mm): check the file's spacing field")
+        directions = self.directions
+        if np.abs(directions.T @ directions - np.eye(3)).max() > 1e-3:
+            warnings.warn("the volume's axes are not perpendicular (sheared geometry): MemSeg segments it on its "
+                          "voxel grid, but Slicer shows it without the shear", MemSegWarning, stacklevel=2)
+        warn_implausible_values(array, "volume", "K slice")
 
     # -- files (MemSegLogic.io.volume_io) ---------------------------------------------------------
     @classmethod
@@ -122,6 +145,24 @@ class Volume:
         from ..io.volume_io import image_from_volume
 
         return image_from_volume(self)
+
+
+def warn_implausible_values(array: np.ndarray, what: str, slice_name: str) -> None:
+    """Warn (not refuse: real data can be odd) when isolated values lie absurdly far outside the
+    image's own range — what a corrupted compressed payload looks like — naming the slices
+    (first axis of ``array``) that hold them."""
+    sample = array.ravel()[:: max(1, array.size // 1_000_000)]
+    low, high = np.percentile(sample, [0.1, 99.9]).astype(np.float64)
+    span = max(high - low, 1.0)
+    lower, upper = low - OUTLIER_SPANS * span, high + OUTLIER_SPANS * span
+    outside = (array < lower) | (array > upper)
+    if not outside.any():
+        return
+    slices = np.flatnonzero(outside.reshape(outside.shape[0], -1).any(axis=1))
+    listed = ", ".join(str(int(s)) for s in slices[:10]) + (" ..." if len(slices) > 10 else "")
+    warnings.warn(
+        f"the {what} holds {int(outside.sum())} values far outside its own range ({low:g} to {high:g}), on "
+        f"{slice_name} {listed}: the file may be corrupt; check those slices", MemSegWarning, stacklevel=3)
 
 
 def check_image_values(array: np.ndarray, element: str, holder: str, constant: str) -> None:

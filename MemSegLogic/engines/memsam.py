@@ -156,8 +156,10 @@ def load_memsam_engine(model=MEMSAM_DEFAULT, device=None, progress=None) -> MemS
     def build() -> MemSAMSequenceEngine:
         try:
             network = load_memsam(path, device=device)
-        except (ValueError, RuntimeError, OSError) as error:  # a truncated file, another model's weights...
-            raise CheckpointError(f"{path} is not a loadable MemSAM checkpoint: {error}") from None
+        except Exception as error:  # torch.load raises many types: text, truncated file, another model...
+            reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            raise CheckpointError(f"{path} is not a loadable MemSAM checkpoint (expected a PyTorch file holding "
+                                  f"MemSAM weights in the official layout; {reason})") from None
         return MemSAMSequenceEngine(network, name, device, verified)
 
     return engine_cache.get(key, build)

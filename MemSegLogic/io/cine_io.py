@@ -12,7 +12,8 @@ import numpy as np
 from ..cine.cine import Cine, plane_needed, select_plane
 from ..core.volume import LPS_TO_RAS, Volume
 from ..errors import InvalidVolumeError
-from .volume_io import ijk_to_ras_of_image
+from .atomic import replace_atomically
+from .volume_io import check_readable, ijk_to_ras_of_image
 
 SEQUENCE_SUFFIX = ".seq.nrrd"
 CINE_SUFFIXES = (SEQUENCE_SUFFIX, ".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", ".dcm")
@@ -21,8 +22,9 @@ CINE_SUFFIXES = (SEQUENCE_SUFFIX, ".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", "
 def read_cine(path, plane: Optional[Tuple[str, int]] = None) -> Cine:
     """Read a 2D+t file; ``plane`` = (axis, index) picks the plane of a 3D+t file."""
     path = pathlib.Path(path)
+    check_readable(path)
     if not path.is_file():
-        raise InvalidVolumeError(f"no such file: {path}")
+        raise InvalidVolumeError(f"{path} is a folder: a cine loop is one file")
     name = path.name.lower()
     if name.endswith(SEQUENCE_SUFFIX):
         return _read_sequence_nrrd(path, plane)
@@ -38,7 +40,7 @@ def write_cine(cine: Cine, path) -> None:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.name.lower().endswith(SEQUENCE_SUFFIX):
-        _write_sequence_nrrd(cine, path)
+        replace_atomically(path, lambda partial: _write_sequence_nrrd(cine, partial))
         return
     if cine.is_color:
         raise InvalidVolumeError("only .seq.nrrd keeps RGB frames; write grey frames (Cine.gray) to other files")

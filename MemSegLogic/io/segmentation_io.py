@@ -11,9 +11,13 @@ import pathlib
 import numpy as np
 
 from ..core.volume import LPS_TO_RAS, Volume
-from .volume_io import VOLUME_SUFFIXES
+from .atomic import replace_atomically
+from .outputs import OutputError, clean_text
+from .volume_io import WRITTEN_VOLUME_SUFFIXES
 
 DEFAULT_COLOR = (0.95, 0.55, 0.15)
+SEGMENTATION_SUFFIX = ".seg.nrrd"
+MASK_SUFFIXES = (SEGMENTATION_SUFFIX,) + WRITTEN_VOLUME_SUFFIXES  # what write_mask writes
 
 
 def write_mask(path, mask: np.ndarray, ijk_to_ras: np.ndarray, segment_name: str = "MemSeg",
@@ -21,18 +25,18 @@ def write_mask(path, mask: np.ndarray, ijk_to_ras: np.ndarray, segment_name: str
     """Write a KJI 0/1 mask: ``.seg.nrrd`` as a one-segment Slicer segmentation, any other volume
     suffix (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``) as a labelmap with label 1."""
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.name.lower().endswith(".seg.nrrd"):
+    if path.name.lower().endswith(SEGMENTATION_SUFFIX):
         import slicerio
 
+        segment_name = clean_text(segment_name, "segment name")
         segmentation = slicerio.create_segmentation(mask.shape[::-1], LPS_TO_RAS @ ijk_to_ras)
         slicerio.add_segment(segmentation, np.asarray(mask).transpose(2, 1, 0) > 0,
                              {"id": segment_name, "name": segment_name, "color": list(color)})
-        slicerio.write_segmentation(str(path), segmentation)
-    elif path.name.lower().endswith(VOLUME_SUFFIXES):
+        replace_atomically(path, lambda partial: slicerio.write_segmentation(str(partial), segmentation))
+    elif path.name.lower().endswith(WRITTEN_VOLUME_SUFFIXES):
         Volume(np.asarray(mask, dtype=np.uint8), ijk_to_ras).write(path)
     else:
-        raise ValueError(f"unsupported output {path.name}: use .seg.nrrd, .nii.gz, .nii, .nrrd or .mha")
+        raise OutputError(f"unsupported output {path.name}: use one of {', '.join(MASK_SUFFIXES)}")
     return path
 
 

@@ -14,8 +14,11 @@ import numpy as np
 
 from ..core.volume import LPS_TO_RAS, Volume
 from ..errors import InvalidVolumeError
+from .atomic import replace_atomically
 
-VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")  # read
+# written: single-file formats only (a header + data pair cannot be replaced in one step)
+WRITTEN_VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
 
 
 def read_volume(path) -> Volume:
@@ -23,8 +26,7 @@ def read_volume(path) -> Volume:
     import SimpleITK as sitk
 
     path = pathlib.Path(path)
-    if not path.exists():
-        raise InvalidVolumeError(f"no such file or folder: {path}")
+    check_readable(path)
     try:
         if path.is_dir():
             image = _read_dicom_series(path)
@@ -41,13 +43,24 @@ def write_volume(volume: Volume, path) -> None:
     import SimpleITK as sitk
 
     path = pathlib.Path(path)
-    if path.is_dir() or path.suffix == "":
-        _write_dicom_series(volume, path)
+    if path.suffix == "":
+        replace_atomically(path, lambda partial: _write_dicom_series(volume, partial))
         return
-    if not str(path).lower().endswith(VOLUME_SUFFIXES):
-        raise InvalidVolumeError(f"unsupported file type {path.name}: use one of {', '.join(VOLUME_SUFFIXES)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image_from_volume(volume), str(path), useCompression=True)
+    if not str(path).lower().endswith(WRITTEN_VOLUME_SUFFIXES):
+        raise InvalidVolumeError(f"cannot write {path.name}: use one of {', '.join(WRITTEN_VOLUME_SUFFIXES)}, "
+                                 "or a folder name without a suffix for a DICOM series")
+    if path.is_dir():
+        raise InvalidVolumeError(f"{path} is a folder: name a file to write")
+    image = image_from_volume(volume)
+    replace_atomically(path, lambda partial: sitk.WriteImage(image, str(partial), useCompression=True))
+
+
+def check_readable(path: pathlib.Path) -> None:
+    """The errors every reader gives before its format's own: missing, or an empty file."""
+    if not path.exists():
+        raise InvalidVolumeError(f"no such file or folder: {path}")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InvalidVolumeError(f"{path} is an empty file (0 bytes): it holds no image")
 
 
 def ijk_to_ras_of_image(image) -> np.ndarray:

@@ -19,6 +19,8 @@ from ..cine.cine import Cine
 from ..cine.segment import SequenceResult
 from ..core.geometry import transform_points
 from ..errors import InvalidVolumeError, MemSegError
+from ..io.atomic import replace_atomically
+from ..io.outputs import clean_text
 from .sequences import addCineSequence, writeSequenceResult
 
 SEGMENTATION_SEQUENCE_SUFFIX = ".seq.mrb"
@@ -70,14 +72,17 @@ def saveSequence(sequenceNode, path) -> None:
     path = pathlib.Path(path)
     if not path.name.lower().endswith(SEGMENTATION_SEQUENCE_SUFFIX):
         raise ValueError(f"a sequence bundle ends with {SEGMENTATION_SEQUENCE_SUFFIX}, got {path.name}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     scene = sequenceNode.GetScene()
     storage = slicer.vtkMRMLSequenceStorageNode()
     scene.AddNode(storage)  # sequence storage needs a scene to register the data nodes' classes
-    try:
-        storage.SetFileName(str(path))
+
+    def write(partial):
+        storage.SetFileName(str(partial))
         if not storage.WriteData(sequenceNode):
             raise MemSegError(f"could not write {path}")
+
+    try:
+        replace_atomically(path, write)
     finally:
         scene.RemoveNode(storage)
 
@@ -97,6 +102,7 @@ def writeSequenceBundle(cine: Cine, result: SequenceResult, path, segmentName: s
     if not name.endswith(SCENE_BUNDLE_SUFFIX):
         raise ValueError(f"write a {SEGMENTATION_SEQUENCE_SUFFIX} (segmentation sequence) or {SCENE_BUNDLE_SUFFIX} "
                          f"(scene) file, got {path.name}")
+    segmentName = clean_text(segmentName, "segment name")
     scene, app, logics = headlessScene()
     try:
         browser = addCineSequence(cine, scene, name=path.name.split(".")[0] or "Cine")
@@ -106,11 +112,14 @@ def writeSequenceBundle(cine: Cine, result: SequenceResult, path, segmentName: s
             browser.GetProxyNode(browser.GetMasterSequenceNode()))
         segmentId = segmentationNode.GetSegmentation().AddEmptySegment(segmentName, segmentName)
         writeSequenceResult(result, browser, segmentationNode, segmentId)
-        path.parent.mkdir(parents=True, exist_ok=True)
         if name.endswith(SEGMENTATION_SEQUENCE_SUFFIX):
             saveSequence(browser.GetSequenceNode(segmentationNode), path)
-        elif not scene.WriteToMRB(str(path)):
-            raise MemSegError(f"could not write the scene bundle {path}")
+        else:
+            def write(partial):
+                if not scene.WriteToMRB(str(partial)):
+                    raise MemSegError(f"could not write the scene bundle {path}")
+
+            replace_atomically(path, write)
     finally:
         scene.Clear(1)
 

@@ -86,7 +86,10 @@ def weights_dir() -> pathlib.Path:
     """Folder holding downloaded weights: ``$MEMSEG_WEIGHTS_DIR``, else the user cache."""
     configured = os.environ.get("MEMSEG_WEIGHTS_DIR")
     if configured:
-        return pathlib.Path(configured).expanduser()
+        folder = pathlib.Path(configured).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise CheckpointError(f"MEMSEG_WEIGHTS_DIR={configured} is a file: it must name a folder for the weights")
+        return folder
     cache = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
     return pathlib.Path(cache) / "memseg" / "weights"
 

@@ -13,7 +13,6 @@ half a file):
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
 from typing import Any, Dict
@@ -21,6 +20,7 @@ from typing import Any, Dict
 import torch
 
 from ..errors import CheckpointError
+from ..io.atomic import replace_atomically
 from ..models.memsam import MemSAM, save_memsam
 from ..runtime.checkpoints import SIDECAR_SUFFIX, sha256_of
 
@@ -42,23 +42,10 @@ LAST_STATE = "memsam_last.state.pt"
 HISTORY = "history.json"
 
 
-def _replace_with(path: pathlib.Path, write) -> None:
-    """Write through ``write(partial_path)`` to a sibling file, flush it to disk, then rename over ``path``."""
-    partial = path.with_name(path.name + ".part")
-    try:
-        write(partial)
-        with open(partial, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
 def _write_sidecar(path: pathlib.Path) -> str:
     digest = sha256_of(path)
     sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
-    _replace_with(sidecar, lambda p: p.write_text(f"{digest}  {path.name}\n"))
+    replace_atomically(sidecar, lambda p: p.write_text(f"{digest}  {path.name}\n"))
     return digest
 
 
@@ -71,12 +58,12 @@ def save_model_checkpoint(model: MemSAM, path: pathlib.Path) -> str:
 
 def copy_model_checkpoint(source: pathlib.Path, target: pathlib.Path) -> str:
     """Copy a saved checkpoint (e.g. last -> best) atomically, with its own ``.sha256``."""
-    _replace_with(pathlib.Path(target), lambda p: shutil.copyfile(source, p))
+    replace_atomically(pathlib.Path(target), lambda p: shutil.copyfile(source, p))
     return _write_sidecar(pathlib.Path(target))
 
 
 def save_training_state(state: Dict[str, Any], path: pathlib.Path) -> None:
-    _replace_with(pathlib.Path(path), lambda p: torch.save(state, p))
+    replace_atomically(pathlib.Path(path), lambda p: torch.save(state, p))
 
 
 def load_training_state(path: pathlib.Path) -> Dict[str, Any]:
@@ -91,4 +78,4 @@ def load_training_state(path: pathlib.Path) -> Dict[str, Any]:
 
 
 def write_json(data: Any, path: pathlib.Path) -> None:
-    _replace_with(pathlib.Path(path), lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
+    replace_atomically(pathlib.Path(path), lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))

@@ -7,8 +7,10 @@ top of this function.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import time
+import warnings
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -19,7 +21,7 @@ from ..core.metrics import check_threshold
 from ..core.prompt import Prompt
 from ..core.volume import Volume
 from ..engines.base import DEFAULT_MEMORY
-from ..errors import CheckpointError, InvalidPromptError
+from ..errors import CheckpointError, InvalidPromptError, InvalidVolumeError, MemSegWarning
 from ..progress import Monitor, ProgressCallback
 from ..runtime.checkpoints import DEFAULT_MODEL, VOLUME_ENGINES, get_checkpoint, list_checkpoints
 from .fusion import DEFAULT_FUSION, FUSION_MODES, fuse
@@ -111,6 +113,12 @@ class SpeedOptions:
     compile_encoder: bool = False
     threads: Optional[int] = None
 
+    def __post_init__(self):
+        for name in ("input_size", "encode_batch", "threads"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive whole number or None, got {value!r}")
+
 
 def segment_volume(
     volume: Union[Volume, str, pathlib.Path],
@@ -143,13 +151,16 @@ def segment_volume(
     """
     from ..engines import load_engine
     from ..engines.memory_bank import memory_banks
-    from ..runtime.devices import out_of_memory_as_device_error, resolve_device, set_cpu_threads
+    from ..runtime.devices import check_memory, out_of_memory_as_device_error, resolve_device, set_cpu_threads
     from .propagation import check_axes, propagate_volume
 
     started = time.perf_counter()
     monitor = Monitor(progress, cancel)
-    if not isinstance(volume, Volume):
+    if isinstance(volume, (str, os.PathLike)):
         volume = Volume.read(volume)
+    elif not isinstance(volume, Volume):
+        raise InvalidVolumeError(f"volume must be a MemSegLogic.Volume or an image file path, got "
+                                 f"{type(volume).__name__}: wrap an array as Volume(array_kji, ijk_to_ras)")
     volume.check_segmentable()
     seeds, axis = _seeds(volume, prompts)
     check_axes(axes)
@@ -167,7 +178,11 @@ def segment_volume(
     uses_memory = checkpoint.engine == "medsam2"
     checkpoint = _at_input_size(checkpoint, speed.input_size)
     torch_device = resolve_device(device)
+    check_memory(volume.array.size, axes, checkpoint.size_bytes or 0, torch_device)
     set_cpu_threads(speed.threads)
+    if not uses_memory and (speed.encode_batch is not None or speed.compile_encoder):
+        warnings.warn(f"encode_batch and compile_encoder apply to MedSAM-2 models; {checkpoint.name} ignores them",
+                      MemSegWarning, stacklevel=2)
 
     monitor.report(0.0, f"loading {checkpoint.name}")
     engine_options = ({"encode_batch": speed.encode_batch, "compile_encoder": speed.compile_encoder or None}

@@ -542,13 +542,10 @@ def official_state_dict(model: MemSAM) -> Dict[str, Tensor]:
 def save_memsam(model: MemSAM, path: Union[str, Path]) -> Path:
     """Write ``model`` in the official checkpoint layout and format (a legacy-serialised state
     dict, as the reference's train_video.py saves), atomically: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
+    from ...io.atomic import replace_atomically
+
     state = {k: v.detach().cpu() for k, v in official_state_dict(model).items()}
-    torch.save(state, partial, _use_new_zipfile_serialization=False)
-    partial.replace(path)
-    return path
+    return replace_atomically(path, lambda partial: torch.save(state, partial, _use_new_zipfile_serialization=False))
 
 
 def load_memsam(
