@@ -28,6 +28,12 @@ class SegmentEditorMemSeg(ScriptedLoadableModule):
     def registerEditorEffects(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
 
+        # Slicer's effect loader takes the folder's name as the module name and looks for the
+        # class there before running the file as a bare module of that name: importing our
+        # package first makes it find the classes in the package (whose files import each other),
+        # for registration and for every clone.
+        import SegmentEditorMemSegLib  # noqa: F401
+
         folder = os.path.join(os.path.dirname(__file__), "SegmentEditorMemSegLib")
         for source in EFFECT_SOURCES:
             instance = effects.qSlicerSegmentEditorScriptedEffect(None)
