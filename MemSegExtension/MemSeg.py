@@ -120,6 +120,7 @@ def ensureDependencies(askConfirmation=True):
     if slicer.app.testingEnabled() or (askConfirmation and not slicer.util.confirmOkCancelDisplay(
             plan.summary(), windowTitle=_("MemSeg: install Python packages"))):
         return False
+    replacedImported = []  # packages this session has loaded already: their new versions need a restart
     with slicer.util.WaitCursor():
         if plan.torch_problem:
             try:
@@ -136,12 +137,22 @@ def ensureDependencies(askConfirmation=True):
             os.environ.update(step.environment)
             try:
                 if plan.api == "packaging" and not step.no_deps:
-                    packaging = getattr(slicer, "packaging", None) or getattr(slicer, "pydeps")
+                    # A submodule Slicer does not import at startup (its module template imports it
+                    # the same way); it asks for a restart itself when one is needed.
                     from packaging.requirements import Requirement
+                    from slicer import packaging as slicerPackaging
 
-                    packaging.pip_ensure([Requirement(r) for r in step.requirements], requester="MemSeg")
+                    slicerPackaging.pip_ensure([Requirement(r) for r in step.requirements], prompt_install=False,
+                                               requester="MemSeg")
                 else:
                     slicer.util.pip_install(" ".join(step.pip_arguments()))
+                    replacedImported += [name for name in dependencies.import_names(step.requirements)
+                                         if name in sys.modules]
+            except Exception as error:  # pip failed: say so, keep Slicer running
+                logging.error("MemSeg: installing %s failed", step.requirements, exc_info=True)
+                slicer.util.errorDisplay(_("Installing {packages} failed: {error}").format(
+                    packages=", ".join(step.requirements), error=error))
+                return False
             finally:
                 for key, value in saved.items():
                     if value is None:
@@ -153,6 +164,9 @@ def ensureDependencies(askConfirmation=True):
         slicer.util.errorDisplay(_("Some packages are still missing; restart Slicer and try again.\n\n")
                                  + remaining.summary())
         return False
+    if replacedImported:
+        slicer.util.infoDisplay(_("Installed. Restart Slicer before segmenting: {packages} were already loaded "
+                                  "in this session in their old versions.").format(packages=", ".join(replacedImported)))
     return True
 
 

@@ -132,6 +132,11 @@ def plan_install(requirements: Sequence[Requirement], installed: Dict[str, str],
     return InstallPlan(install_api(slicer_version), torch_problem, steps)
 
 
+def import_names(requirements: Sequence[str]) -> List[str]:
+    """The module names the given requirements install (segment-anything -> segment_anything)."""
+    return [_normalise(Requirement(text).name).replace("-", "_") for text in requirements]
+
+
 def installed_distributions(names: Sequence[str]) -> Dict[str, str]:
     """name -> version of the given distributions that are installed in this Python."""
     found = {}

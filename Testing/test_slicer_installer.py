@@ -1,0 +1,102 @@
+"""The MemSeg module's dependency installer, run as Slicer runs it, without installing anything.
+
+`MemSeg.ensureDependencies` is imported from the real module file and run against the real plan
+(`MemSegLogic.runtime.dependencies`) for an environment that lacks two packages. Stand-ins, named
+as such, take the place of what would change this Python: `slicer.packaging.pip_ensure` (Slicer
+5.11+; the signature of Slicer's Base/Python/slicer/packaging.py) and `slicer.util.pip_install`,
+both recording what they were asked and marking the package installed; the dialogs answer OK.
+`slicer.packaging` is registered as a submodule only, as in Slicer, where nothing imports it at
+startup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import sys
+import types
+
+import pytest
+
+slicer = pytest.importorskip("slicer")
+pytest.importorskip("slicer.util")  # sets slicer.util
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def slicer_application(monkeypatch):
+    """What MemSeg.py needs to import and run its installer outside the Slicer application."""
+    monkeypatch.setitem(sys.modules, "qt", types.ModuleType("qt"))
+    monkeypatch.setitem(sys.modules, "ctk", types.ModuleType("ctk"))
+    loadable = types.ModuleType("slicer.ScriptedLoadableModule")
+    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic",
+                 "ScriptedLoadableModuleTest"):
+        setattr(loadable, name, type(name, (), {}))
+    monkeypatch.setitem(sys.modules, loadable.__name__, loadable)
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(majorVersion=5, minorVersion=12,
+                                                             testingEnabled=lambda: False), raising=False)
+    shown = []
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda *a, **k: True)
+    monkeypatch.setattr(slicer.util, "infoDisplay", lambda text, *a, **k: shown.append(("info", text)))
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, *a, **k: shown.append(("error", text)))
+    monkeypatch.setattr(slicer.util, "WaitCursor", contextlib.nullcontext)
+    monkeypatch.syspath_prepend(str(REPO / "MemSegExtension"))
+    monkeypatch.delitem(sys.modules, "MemSeg", raising=False)
+    import MemSeg
+
+    yield MemSeg, shown
+    sys.modules.pop("MemSeg", None)  # imported against these stand-ins: not for other tests
+
+
+def test_installer_uses_slicer_packaging_and_pip_for_no_deps_steps(slicer_application, monkeypatch):
+    MemSeg, shown = slicer_application
+    from MemSegLogic.runtime import dependencies
+
+    missing = {"tqdm", "segment-anything"}
+    real_installed = dependencies.installed_distributions
+    monkeypatch.setattr(dependencies, "installed_distributions",
+                        lambda names: {n: v for n, v in real_installed(names).items() if n not in missing})
+    asked = []
+
+    def pip_ensure(requirements, constraints=None, skip_packages=None, prompt_install=True, prompt_restart=True,
+                   requester=None, skip_in_testing=True, show_progress=True):
+        asked.append(("pip_ensure", [str(r) for r in requirements], requester, prompt_install))
+        missing.difference_update(r.name for r in requirements)
+
+    def pip_install(arguments):
+        asked.append(("pip_install", arguments))
+        missing.difference_update(name for name in list(missing) if name in arguments)
+
+    packaging_module = types.ModuleType("slicer.packaging")
+    packaging_module.pip_ensure = pip_ensure
+    monkeypatch.setitem(sys.modules, "slicer.packaging", packaging_module)
+    monkeypatch.delattr(slicer, "packaging", raising=False)
+    monkeypatch.setattr(slicer.util, "pip_install", pip_install)
+    monkeypatch.setitem(sys.modules, "segment_anything", types.ModuleType("segment_anything"))  # loaded before
+
+    assert MemSeg.ensureDependencies(askConfirmation=True) is True
+    assert asked == [("pip_ensure", ["tqdm"], "MemSeg", False),
+                     ("pip_install", "--no-deps segment-anything>=1.0")]
+    assert [kind for kind, _ in shown] == ["info"] and "Restart Slicer" in shown[0][1]
+    assert "segment_anything" in shown[0][1]
+
+
+def test_installer_failure_is_one_message_and_no_crash(slicer_application, monkeypatch):
+    MemSeg, shown = slicer_application
+    from MemSegLogic.runtime import dependencies
+
+    real_installed = dependencies.installed_distributions
+    monkeypatch.setattr(dependencies, "installed_distributions",
+                        lambda names: {n: v for n, v in real_installed(names).items() if n != "sam2"})
+
+    def pip_install(arguments):
+        assert os.environ.get("SAM2_BUILD_CUDA") == "0"  # sam2 builds without its CUDA extension
+        raise RuntimeError("pip exited with status 1")
+
+    monkeypatch.setattr(slicer.util, "pip_install", pip_install)
+    before = os.environ.get("SAM2_BUILD_CUDA")
+    assert MemSeg.ensureDependencies(askConfirmation=False) is False
+    assert shown == [("error", "Installing sam2>=1.1.0,<1.2 failed: pip exited with status 1")]
+    assert os.environ.get("SAM2_BUILD_CUDA") == before
