@@ -207,6 +207,9 @@ class MemSeg(ScriptedLoadableModule):
             "Segment Anything / SAM 2 (Meta AI). Please cite the model you use. "
             "Model weights are distributed under their own licenses."
         )
+        # The weights folder chosen in the settings must hold for the effects and the console from
+        # the start, not only once this module's panel has been opened.
+        slicer.app.connect("startupCompleted()", applyWeightsFolderSetting)
 
 
 #

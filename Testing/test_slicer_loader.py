@@ -124,11 +124,10 @@ def install_standins():
         def __init__(self, parent):
             self.parent = parent
 
-    class ScriptedLoadableModuleTest:
-        pass
-
     loadable.ScriptedLoadableModule = ScriptedLoadableModule
-    loadable.ScriptedLoadableModuleTest = ScriptedLoadableModuleTest
+    for name in ("ScriptedLoadableModuleTest", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic"):
+        setattr(loadable, name, type(name, (), {}))
+    sys.modules["ctk"] = types.ModuleType("ctk")
     sys.modules[loadable.__name__] = loadable
     slicer.ScriptedLoadableModule = loadable
 
@@ -154,10 +153,17 @@ def load_scripted_module(path):
 
 
 install_standins()
+import slicer.util
+
+SETTINGS = {"MemSeg/WeightsFolder": os.path.join(os.getcwd(), "my-weights")}  # what the user chose earlier
+slicer.util.settingsValue = lambda key, default=None, **kwargs: SETTINGS.get(key, default)  # QSettings stand-in
+os.environ.pop("MEMSEG_WEIGHTS_DIR", None)
+module = load_scripted_module(os.path.join(EXTENSION, "MemSeg.py"))
 hidden = load_scripted_module(os.path.join(EXTENSION, "SegmentEditorMemSeg.py"))
 for signal, slot in slicer.app.connections:
     if signal == "startupCompleted()":
         slot()
+print("weights folder", os.environ.get("MEMSEG_WEIGHTS_DIR") == SETTINGS["MemSeg/WeightsFolder"])
 names = sorted(type(adaptor.self()).__name__ for adaptor in ScriptedEffectAdaptor.registered)
 print("registered", names)
 for adaptor in ScriptedEffectAdaptor.registered:  # the Segment Editor clones each effect per view
@@ -177,3 +183,15 @@ def test_slicer_registers_and_clones_both_effects(tmp_path):
     assert "registered ['SegmentEditorMedSAM2Effect', 'SegmentEditorMemSAMEffect']" in lines, completed.stdout
     assert "cloned SegmentEditorMedSAM2Effect MedSAM-2" in lines
     assert "cloned SegmentEditorMemSAMEffect MemSAM (cine)" in lines
+
+
+def test_weights_folder_setting_applies_from_startup(tmp_path):
+    """The module's weights-folder setting reaches MemSegLogic (effects, console) once Slicer has
+    started, without the module's panel ever being opened."""
+    script = tmp_path / "replay.py"
+    script.write_text(textwrap.dedent(_REPLAY))
+    completed = subprocess.run([sys.executable, str(script), str(REPO / "MemSegExtension")], capture_output=True,
+                               text=True, timeout=300, cwd=tmp_path,
+                               env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+    assert completed.returncode == 0, completed.stderr
+    assert "weights folder True" in completed.stdout.splitlines(), completed.stdout
