@@ -262,3 +262,30 @@ def test_parent_transforms_are_followed(slicer_scene):
     points.AddControlPoint(*world.ijk_to_ras_points(target))
     prompt = promptFromMarkups(node, pointsNode=points)
     np.testing.assert_allclose(prompt.points[0], target, atol=1e-6)
+
+
+def test_preview_and_prompt_markers_are_not_saved_with_the_scene(slicer_scene):
+    """Helper nodes (the preview, prompt markers) live while the user works and never reach a
+    saved scene: saving writes the user's segmentation, not them (nor their display nodes)."""
+    from MemSegLogic.mrml import addHelperNode, showPreview
+
+    segmentation = slicer_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Lungs")
+    segmentation.CreateDefaultDisplayNodes()
+    segmentId = segmentation.GetSegmentation().AddEmptySegment("right", "right lung")
+    mask = np.zeros((4, 8, 8), np.uint8)
+    mask[1:3, 2:6, 2:6] = 1
+    preview = showPreview(mask, np.eye(4), segmentation, segmentId)
+    users = slicer_scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "F")  # the user's point list
+    selection = slicer_scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+    assert selection.GetActivePlaceNodeID() == users.GetID()
+    marker = addHelperNode(slicer_scene, "vtkMRMLMarkupsFiducialNode", "MemSeg prompt points")
+    assert selection.GetActivePlaceNodeID() == users.GetID()  # the user's place tool still adds to F
+    slicer_scene.SetSaveToXMLString(1)
+    slicer_scene.Commit()
+    saved = slicer_scene.GetSceneXMLString()
+    assert 'name="Lungs"' in saved and f'id="{users.GetID()}"' in saved
+    for node in (preview, marker):
+        assert node.GetScene() is slicer_scene and node.GetHideFromEditors()
+        for index in range(node.GetNumberOfDisplayNodes()):
+            assert node.GetNthDisplayNode(index).GetID() not in saved
+        assert node.GetName() not in saved and node.GetID() not in saved

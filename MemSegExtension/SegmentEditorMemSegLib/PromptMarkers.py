@@ -55,10 +55,10 @@ class PromptMarkers:
     def _node(self, key, className, color):
         node = self.nodes.get(key)
         if node is None or node.GetScene() is None:
-            node = slicer.mrmlScene.AddNewNodeByClass(className, f"{self.prefix} {key}")
-            node.SetHideFromEditors(True)
+            from MemSegLogic.mrml import addHelperNode
+
+            node = addHelperNode(slicer.mrmlScene, className, f"{self.prefix} {key}")
             node.SetLocked(True)  # the prompt is edited through the effect, not by dragging
-            node.CreateDefaultDisplayNodes()
             node.GetDisplayNode().SetSelectedColor(*color)
             node.GetDisplayNode().SetPointLabelsVisibility(False)
             self.nodes[key] = node

@@ -35,6 +35,25 @@ def ijkToWorldMatrix(volumeNode) -> np.ndarray:
     return toWorldMatrix(volumeNode) @ slicer.util.arrayFromVTKMatrix(matrix)
 
 
+def addHelperNode(scene, className: str, name: str):
+    """A node MemSeg shows while the user works (a preview, prompt markers), with its display
+    nodes: hidden from node selectors, never saved with the scene (a saved scene holds only the
+    user's data), and never made the target of the user's markups placement."""
+    selection = scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+    placing = (selection.GetActivePlaceNodeID(), selection.GetActivePlaceNodeClassName()) if selection else None
+    node = scene.AddNewNodeByClass(className, name)
+    if selection is not None and selection.GetActivePlaceNodeID() == node.GetID():
+        # Markups logic makes a new markups node the target of the user's "place" tool: keep theirs.
+        selection.SetActivePlaceNodeID(placing[0])
+        selection.SetActivePlaceNodeClassName(placing[1])
+    node.SetHideFromEditors(True)
+    node.SetSaveWithScene(False)
+    node.CreateDefaultDisplayNodes()
+    for index in range(node.GetNumberOfDisplayNodes()):
+        node.GetNthDisplayNode(index).SetSaveWithScene(False)
+    return node
+
+
 def volumeFromNode(volumeNode, referenceNode=None) -> Volume:
     """A `Volume` (a copy of the voxels) with IJK->RAS expressed in ``referenceNode``'s coordinate
     system (its parent transform); world RAS when no reference is given."""

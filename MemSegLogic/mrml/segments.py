@@ -15,7 +15,7 @@ import vtk
 from vtk.util import numpy_support
 
 from ..volume3d.segment import SegmentationResult, segment_volume
-from .nodes import promptFromMarkups, volumeFromNode
+from .nodes import addHelperNode, promptFromMarkups, volumeFromNode
 
 # One editor logic per segmentation node keeps that node's undo history between calls.
 _editor_logics: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -67,9 +67,7 @@ def showPreview(mask: np.ndarray, ijkToRAS: np.ndarray, segmentationNode, segmen
     (pass it back to update it)."""
     scene = segmentationNode.GetScene()
     if previewNode is None or previewNode.GetScene() is None:
-        previewNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{segmentationNode.GetName()} MemSeg preview")
-        previewNode.SetHideFromEditors(True)  # not offered in segmentation selectors
-        previewNode.CreateDefaultDisplayNodes()
+        previewNode = addHelperNode(scene, "vtkMRMLSegmentationNode", f"{segmentationNode.GetName()} MemSeg preview")
         previewNode.SetAndObserveTransformNodeID(segmentationNode.GetTransformNodeID())
     segmentation = previewNode.GetSegmentation()
     segmentation.RemoveAllSegments()
