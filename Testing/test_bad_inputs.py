@@ -299,8 +299,8 @@ def test_weights_verify_reports_every_file_and_list_shows_corrupt(workspace, mon
                                    256, "fine", "test"))
     try:
         assert main(["weights", "verify", "test-bad", "test-good"]) == 2
-        out = capsys.readouterr().out
-        assert "test-bad: FAILED" in out and "test-good: OK" in out
+        printed = capsys.readouterr()
+        assert "memseg: test-bad: FAILED" in printed.err and "test-good: OK" in printed.out
         assert main(["weights", "list"]) == 0
         listing = capsys.readouterr().out
         assert [line.split()[3] for line in listing.splitlines() if line.startswith("test-bad")] == ["corrupt"]

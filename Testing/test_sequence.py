@@ -207,6 +207,9 @@ def test_cli_echo_writes_a_mask_sequence_on_the_cine_grid(tiny_memsam_checkpoint
     np.testing.assert_allclose(written.ijk_to_ras, oblique, atol=1e-9)
     assert written.index_values == ("0", "0.04", "0.08") and (written.index_name, written.index_unit) == ("time", "s")
 
-    assert main(["echo", str(source), "--point", "46,61,0", "--point", "40,50,2", "-o", str(output)]) == 2
+    before = output.read_bytes()
+    assert main(["echo", str(source), "--point", "46,61,0", "--point", "40,50,2", "-o", str(tmp_path / "b.seq.nrrd")]) == 2
     assert "frames [0, 2]" in capsys.readouterr().err
+    assert main(["echo", str(source), "--point", "46,61,1", "-o", str(output)]) == 2  # it exists: not replaced
+    assert "exists already" in capsys.readouterr().err and output.read_bytes() == before
     assert main(["echo", str(source), "--point", "46,61", "-o", str(tmp_path / "lv.nii.gz")]) == 2

@@ -200,7 +200,7 @@ def _weights(args) -> int:
             path = checkpoints.ensure_checkpoint(name, download=args.action == "fetch", progress=progress)
         except MemSegError as error:
             failed.append(name)
-            print(f"{name}: FAILED: {error}")
+            print(f"memseg: {name}: FAILED: {error}", file=sys.stderr)
             continue
         finally:
             progress.close()

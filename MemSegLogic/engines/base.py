@@ -67,6 +67,9 @@ class Engine:
 
     name: str = ""
     image_size: int = 0
+    # The prompts the model was trained with; others are translated by the engine (a box-trained
+    # model turns clicks into a box) rather than passed in raw.
+    trained_prompts = ("points", "box", "mask")
     # Whether frames with non-square pixels (slices along a thick axis) are resampled to square
     # pixels before the model sees them (see `propagation.SquarePixels`).
     square_pixels: bool = True

@@ -23,6 +23,12 @@ class LiteMedSAMEngine(CarriedMaskEngine):
     # inside the same box (README, "How it works", anisotropy); native frames are resized by
     # LiteMedSAM's own longest-side preprocessing.
     square_pixels = False
+    trained_prompts = ("box",)
+    # Clicks without a box: candidate boxes this many model pixels (256 frame) around the clicks,
+    # each decoded, and the one the model is surest of (its IoU head) that covers every positive
+    # click and no negative one is the seed. LiteMedSAM given the click itself as a point prompt
+    # finds next to nothing (README, "How it works").
+    CLICK_BOX_HALF_SIZES = (4, 8, 12, 16, 24, 32, 48, 64, 96)
 
     def __init__(self, checkpoint: Checkpoint, weights_path, device, box_margin: float = 3.0,
                  mask_prompt: bool = False):
@@ -64,7 +70,9 @@ class LiteMedSAMEngine(CarriedMaskEngine):
             logits = np.where(seed.mask, MASK_SEED_LOGIT, -MASK_SEED_LOGIT).astype(np.float32)
             return logits, (seed.mask, self._mask_to_low_res(seed.mask, new_size)), None
         embedding, scale, new_size = self._prepare(frame)
-        box = None if seed.box_xyxy is None else self._box_256(seed.box_xyxy, scale, new_size, margin=0.0)
+        if seed.box_xyxy is None:
+            return self._carry(self._from_clicks(frame.shape, embedding, scale, new_size, seed))
+        box = self._box_256(seed.box_xyxy, scale, new_size, margin=0.0)
         points = None
         if len(seed.labels):
             points = (torch.as_tensor(seed.points_xy * scale, dtype=torch.float32)[None],
@@ -80,6 +88,24 @@ class LiteMedSAMEngine(CarriedMaskEngine):
                             scale, new_size, margin=self.box_margin)
         mask_logits = neighbour_low_res if self.mask_prompt else None
         return self._carry(self._decode(frame.shape, embedding, new_size, box=box, mask_logits=mask_logits))
+
+    def _from_clicks(self, frame_shape, embedding, scale: float, new_size, seed: SlicePrompt):
+        """The decoded candidate box around the clicks that the model rates highest among those
+        whose mask covers every positive click and no negative one (the first candidate if none
+        does: the propagation then reports that nothing was found)."""
+        positive = seed.points_xy[seed.labels == 1]
+        negative = seed.points_xy[seed.labels == 0]
+        low, high = positive.min(axis=0) * scale, positive.max(axis=0) * scale
+        best, fallback = None, None
+        for half in self.CLICK_BOX_HALF_SIZES:
+            box = np.concatenate([low - half, high + half]) / scale
+            decoded = self._decode(frame_shape, embedding, new_size,
+                                   box=self._box_256(box, scale, new_size, margin=0.0))
+            fallback = fallback or decoded
+            mask = decoded[0] > 0
+            if _covers(mask, positive) and not _touches(mask, negative) and (best is None or decoded[2] > best[2]):
+                best = decoded
+        return best or fallback
 
     @staticmethod
     def _carry(decoded):
@@ -103,3 +129,18 @@ class LiteMedSAMEngine(CarriedMaskEngine):
         logits = (resized * 2.0 - 1.0) * MASK_SEED_LOGIT
         logits = F.pad(logits, (0, self.image_size - new_w, 0, self.image_size - new_h), value=-MASK_SEED_LOGIT)
         return logits.to(self.device)
+
+
+def _pixels(mask: np.ndarray, points_xy: np.ndarray) -> np.ndarray:
+    rows = np.clip(np.rint(points_xy[:, 1]).astype(int), 0, mask.shape[0] - 1)
+    cols = np.clip(np.rint(points_xy[:, 0]).astype(int), 0, mask.shape[1] - 1)
+    return mask[rows, cols]
+
+
+def _covers(mask: np.ndarray, points_xy: np.ndarray) -> bool:
+    return bool(_pixels(mask, points_xy).all())
+
+
+def _touches(mask: np.ndarray, points_xy: np.ndarray) -> bool:
+    return bool(len(points_xy)) and bool(_pixels(mask, points_xy).any())
+
