@@ -359,3 +359,51 @@ def test_signal_during_write_leaves_the_old_file_and_no_partial(workspace, sig, 
     assert child.returncode == status, err
     assert "interrupted; no output was written or changed" in err and "Traceback" not in err
     assert _snapshot(workspace) == before
+
+
+def test_options_a_model_ignores_are_said(workspace, capsys):
+    assert main(_seg("-o", "batched.nrrd", "--encode-batch", "4")) == 0
+    assert "memseg: warning: encode_batch and compile_encoder apply to MedSAM-2 models; medsam-lite ignores them" \
+        in capsys.readouterr().err
+
+
+def test_cpu_out_of_memory_is_the_same_clear_error():
+    """PyTorch's CPU allocator and numpy say "out of memory" their own ways; users get one message."""
+    import torch
+
+    from MemSegLogic.runtime.devices import out_of_memory_as_device_error
+
+    for error in (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                               "you tried to allocate 2147483648 bytes"), MemoryError()):
+        with pytest.raises(DeviceError, match="the computer ran out of memory: close other programs, segment one axis"):
+            with out_of_memory_as_device_error(torch.device("cpu")):
+                raise error
+    with pytest.raises(RuntimeError, match="something else"):  # other failures keep their own message
+        with out_of_memory_as_device_error(torch.device("cpu")):
+            raise RuntimeError("something else")
+
+
+def test_two_writers_of_one_output_leave_one_whole_file(tmp_path):
+    """Two runs writing the same output at once: the file is one of the two, whole, and no
+    partial file is left (each writer has its own hidden partial)."""
+    from MemSegLogic.io.atomic import replace_atomically
+
+    target = tmp_path / "mask.nii.gz"
+    started = threading.Barrier(2)
+
+    def write(content):
+        def slowly(partial):
+            partial.write_bytes(content[: len(content) // 2])
+            started.wait(timeout=30)  # both are half-way before either finishes
+            with open(partial, "ab") as stream:
+                stream.write(content[len(content) // 2:])
+        replace_atomically(target, slowly)
+
+    contents = [bytes([n]) * 100_000 for n in (1, 2)]
+    writers = [threading.Thread(target=write, args=(c,)) for c in contents]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=60)
+    assert target.read_bytes() in contents
+    assert [p.name for p in tmp_path.iterdir()] == ["mask.nii.gz"]

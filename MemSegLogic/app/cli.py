@@ -57,7 +57,7 @@ def _box(text):
     return [values[:3], values[3:]]
 
 
-class _StderrProgress:
+class StderrProgress:
     """tqdm bar on stderr driven by `progress(fraction, message)` callbacks."""
 
     def __init__(self, quiet: bool):
@@ -90,7 +90,7 @@ def _segment(args) -> int:
                                      crop_frames=args.crop_frames, seed=args.seed)
     speed = SpeedOptions(input_size=args.input_size, encode_batch=args.encode_batch, compile_encoder=args.compile,
                          threads=args.threads)
-    progress = _StderrProgress(args.quiet)
+    progress = StderrProgress(args.quiet)
     try:
         result = segment_volume(volume, prompts, model=args.model, device=args.device, preset=args.preset,
                                 threshold=args.threshold, axes=args.axes, propagation=propagation, speed=speed,
@@ -148,7 +148,7 @@ def _echo(args) -> int:
     clean_text(args.segment_name, "segment name")
     output = str(args.output).lower()
     cine = Cine.read(args.input, plane=args.plane)
-    progress = _StderrProgress(args.quiet)
+    progress = StderrProgress(args.quiet)
     try:
         result = segment_sequence(cine, _echo_prompt(args), model=args.model, device=args.device,
                                   threshold=args.threshold, memory_frames=args.memory_frames,
@@ -195,7 +195,7 @@ def _weights(args) -> int:
         raise MemSegError("name the checkpoint to fetch, e.g. memseg weights fetch medsam2-pretrain")
     failed = []
     for name in names:  # every name is tried: one bad file does not hide the state of the others
-        progress = _StderrProgress(args.quiet)
+        progress = StderrProgress(args.quiet)
         try:
             path = checkpoints.ensure_checkpoint(name, download=args.action == "fetch", progress=progress)
         except MemSegError as error:
@@ -213,7 +213,7 @@ def _weights(args) -> int:
 def _demo(args) -> int:
     from .demo import run_demo
 
-    progress = _StderrProgress(args.quiet)
+    progress = StderrProgress(args.quiet)
     try:
         report = run_demo(args.output, model=args.model, device=args.device, progress=progress)
     finally:

@@ -52,11 +52,11 @@ def run_train_memsam(args) -> int:
     """Handler of ``memseg train-memsam``: progress on stderr, one line per epoch, a summary at the end."""
     import threading
 
-    from ..app.cli import _StderrProgress
+    from ..app.cli import StderrProgress
     from .memsam_trainer import EpochRecord, train_memsam
 
     quiet = getattr(args, "quiet", False)
-    progress = _StderrProgress(quiet)
+    progress = StderrProgress(quiet)
 
     def print_epoch(record: EpochRecord) -> None:
         if not quiet:
