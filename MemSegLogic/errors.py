@@ -18,6 +18,20 @@ class InvalidPromptError(MemSegError, ValueError):
     """The seed prompt is empty, outside the volume, or malformed."""
 
 
+class NothingFoundError(InvalidPromptError):
+    """The model found nothing at the prompt on its own slice: there is nothing to propagate.
+    ``frame_index`` is the slice in the pass' own frames; the caller names it in the volume."""
+
+    def __init__(self, frame_index: int, message: str = ""):
+        super().__init__(message or f"the model found no object on the seed slice (frame {frame_index}): "
+                         + NOTHING_FOUND_ADVICE)
+        self.frame_index = frame_index
+
+
+NOTHING_FOUND_ADVICE = ("draw a box around the object, click nearer its centre, or choose an intensity preset "
+                        "that shows it (e.g. ct-lung)")
+
+
 class SequenceBrowserError(MemSegError, ValueError):
     """A Slicer sequence browser or segmentation cannot take a result as set up (recording, another
     sequence's result, a segmentation driven by another browser)."""

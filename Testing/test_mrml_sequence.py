@@ -357,7 +357,7 @@ def test_3d_volume_sequence_needs_a_plane(slicer_scene, tiny_memsam_checkpoint):
     volumes = rng.integers(0, 200, (4, 10, 12, 16)).astype(np.uint8)  # (T, K, J, I)
     volume_to_ras = _matrix(_rotation(1, 12), (0.7, 0.9, 1.6), (3.0, -8.0, 20.0))
     browser = _browser(slicer_scene, volumes, volume_to_ras, values=TIMES[:4])
-    with pytest.raises(InvalidVolumeError, match="3D\\+t.*plane=\\('K', index\\)"):
+    with pytest.raises(InvalidVolumeError, match="3D\\+t.*--plane K,INDEX.*plane=\\('K', INDEX\\)"):
         ms.cineFromBrowser(browser)
     cine = ms.cineFromBrowser(browser, plane=("J", 5))
     np.testing.assert_array_equal(cine.frames, volumes[:, :, 5, :])  # rows = K, columns = I

@@ -8,7 +8,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from ..core.prompt import SlicePrompt
-from ..errors import InvalidPromptError
+from ..errors import NothingFoundError
 from ..progress import Monitor
 
 # Logit stored for frames a pass never reached (SAM 2 uses the same value for "no object").
@@ -126,9 +126,7 @@ class CarriedMaskEngine(Engine):
             result.logits[index], carried[index], confidence[index] = self.segment_seed(frames[index], seed)
             result.visited[index] = True
             if not (result.logits[index] > 0).any():  # nothing to carry to the next slice
-                raise InvalidPromptError(
-                    f"{self.name} found nothing at the prompt on its slice ({index}): draw a box around the object, "
-                    "click nearer its centre, or choose an intensity preset that shows it (e.g. ct-lung)")
+                raise NothingFoundError(index)
         for step, start, end, stop_from in directions(seeds, len(frames)):
             carry: Optional[object] = carried[start]
             best = confidence[start]

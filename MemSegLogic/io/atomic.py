@@ -1,7 +1,7 @@
 """Writing a user-visible file without ever leaving it half-written.
 
-Every writer goes through `replace_atomically`: the content goes to a hidden sibling file that
-keeps the target's suffix (readers such as SimpleITK choose the format by suffix), is flushed to
+Every writer goes through `replace_atomically`: the content goes to a sibling file that keeps
+the target's suffix (readers such as SimpleITK choose the format by suffix), is flushed to
 disk, then renamed over the target in one step (`os.replace`). A reader, a crash or a cancel
 sees either the old file or the new one; the partial file is removed on any failure."""
 
@@ -27,8 +27,11 @@ def full_suffix(path: pathlib.Path) -> str:
 
 
 def partial_path(path: pathlib.Path) -> pathlib.Path:
-    """A hidden sibling of ``path``, unique to this write, with the same suffix."""
-    return path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}{full_suffix(path)}")
+    """A sibling of ``path``, unique to this write, with the same suffix and no other dot: MRML's
+    writers name a bundle's contents after the file name up to its first dot."""
+    suffix = full_suffix(path)
+    stem = path.name[: len(path.name) - len(suffix)].replace(".", "_") or "output"
+    return path.with_name(f"{stem}-partial-{uuid.uuid4().hex[:8]}{suffix}")
 
 
 def replace_atomically(path, write: Callable[[pathlib.Path], object]) -> pathlib.Path:

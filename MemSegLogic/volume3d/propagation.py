@@ -42,7 +42,7 @@ from ..core.geometry import AXIS_NAMES, frame_spacing, in_plane_axes, slice_stac
 from ..core.metrics import sigmoid
 from ..core.prompt import SlicePrompt
 from ..engines.base import Engine
-from ..errors import InvalidPromptError
+from ..errors import NOTHING_FOUND_ADVICE, NothingFoundError
 from ..progress import Monitor
 
 DEFAULT_MARGIN_FRACTION = 0.2
@@ -168,13 +168,21 @@ def run_pass(engine: Engine, image: np.ndarray, spacing_ijk, axis: int, seeds: D
     frames = window.crop(stack)
     grid = SquarePixels(frames.shape[1:], frame_spacing(spacing_ijk, axis) if square_pixels else (1.0, 1.0))
     local = {index - window.first: grid.prompt(window.local_prompt(seed)) for index, seed in seeds.items()}
-    result = engine.propagate(grid.frames(frames), local, monitor, absent_slices=absent_slices, memory=memory)
+    try:
+        result = engine.propagate(grid.frames(frames), local, monitor, absent_slices=absent_slices, memory=memory)
+    except NothingFoundError as error:  # named in the volume's terms
+        raise _nothing_found(axis, window.first + error.frame_index) from None
     visited = np.flatnonzero(result.visited)
     probability = np.full(image.shape, np.nan, dtype=np.float32)
     target = slice_stack(probability, axis)
     logits = grid.logits_back(result.logits[visited])
     target[window.first + visited, window.rows[0]:window.rows[1], window.cols[0]:window.cols[1]] = sigmoid(logits)
     return AxisPass(axis, tuple(sorted(seeds)), window, grid.model_shape, probability, int(len(visited)))
+
+
+def _nothing_found(axis: int, index: int, consequence: str = "") -> NothingFoundError:
+    return NothingFoundError(index, f"the model found no object on the seed slice {AXIS_NAMES[axis]}={index}, "
+                                    f"{consequence}{NOTHING_FOUND_ADVICE}")
 
 
 def seed_plane(first_mask: np.ndarray, seed_axis: int, seed_slice: int, axis: int) -> Optional[int]:
@@ -264,9 +272,7 @@ def propagate_volume(engine: Engine, image: np.ndarray, spacing_ijk, seed_axis: 
     first_mask = np.nan_to_num(passes[0].probability, nan=0.0) > threshold
     seed_slice = min(seeds)
     if not slice_stack(first_mask, seed_axis)[seed_slice].any():
-        raise InvalidPromptError(
-            f"the model found no object on the seed slice {AXIS_NAMES[seed_axis]}={seed_slice}, so the other "
-            "axes cannot be seeded: move or enlarge the prompt, or use axes=1")
+        raise _nothing_found(seed_axis, seed_slice, "so the other axes cannot be seeded: ")
     for n, axis in enumerate(a for a in range(3) if a != seed_axis):
         plane = seed_plane(first_mask, seed_axis, seed_slice, axis)
         cross_section = slice_stack(first_mask, axis)[plane]
