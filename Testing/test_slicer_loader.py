@@ -172,26 +172,26 @@ for adaptor in ScriptedEffectAdaptor.registered:  # the Segment Editor clones ea
 '''
 
 
-def test_slicer_registers_and_clones_both_effects(tmp_path):
-    script = tmp_path / "replay.py"
+@pytest.fixture(scope="module")
+def replayed_startup(tmp_path_factory):
+    """What a fresh Slicer prints after loading our modules and firing startupCompleted."""
+    folder = tmp_path_factory.mktemp("replay")
+    script = folder / "replay.py"
     script.write_text(textwrap.dedent(_REPLAY))
     completed = subprocess.run([sys.executable, str(script), str(REPO / "MemSegExtension")], capture_output=True,
-                               text=True, timeout=300, cwd=tmp_path,
+                               text=True, timeout=300, cwd=folder,
                                env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
     assert completed.returncode == 0, completed.stderr
-    lines = completed.stdout.splitlines()
-    assert "registered ['SegmentEditorMedSAM2Effect', 'SegmentEditorMemSAMEffect']" in lines, completed.stdout
-    assert "cloned SegmentEditorMedSAM2Effect MedSAM-2" in lines
-    assert "cloned SegmentEditorMemSAMEffect MemSAM (cine)" in lines
+    return completed.stdout.splitlines()
 
 
-def test_weights_folder_setting_applies_from_startup(tmp_path):
+def test_slicer_registers_and_clones_both_effects(replayed_startup):
+    assert "registered ['SegmentEditorMedSAM2Effect', 'SegmentEditorMemSAMEffect']" in replayed_startup
+    assert "cloned SegmentEditorMedSAM2Effect MedSAM-2" in replayed_startup
+    assert "cloned SegmentEditorMemSAMEffect MemSAM (cine)" in replayed_startup
+
+
+def test_weights_folder_setting_applies_from_startup(replayed_startup):
     """The module's weights-folder setting reaches MemSegLogic (effects, console) once Slicer has
     started, without the module's panel ever being opened."""
-    script = tmp_path / "replay.py"
-    script.write_text(textwrap.dedent(_REPLAY))
-    completed = subprocess.run([sys.executable, str(script), str(REPO / "MemSegExtension")], capture_output=True,
-                               text=True, timeout=300, cwd=tmp_path,
-                               env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
-    assert completed.returncode == 0, completed.stderr
-    assert "weights folder True" in completed.stdout.splitlines(), completed.stdout
+    assert "weights folder True" in replayed_startup
