@@ -91,21 +91,23 @@ class LiteMedSAMEngine(CarriedMaskEngine):
 
     def _from_clicks(self, frame_shape, embedding, scale: float, new_size, seed: SlicePrompt):
         """The decoded candidate box around the clicks that the model rates highest among those
-        whose mask covers every positive click and no negative one (the first candidate if none
-        does: the propagation then reports that nothing was found)."""
+        whose mask covers every positive click and no negative one. None does: an empty mask, which
+        the propagation reports as nothing found at the prompt."""
         positive = seed.points_xy[seed.labels == 1]
         negative = seed.points_xy[seed.labels == 0]
         low, high = positive.min(axis=0) * scale, positive.max(axis=0) * scale
-        best, fallback = None, None
+        best = None
         for half in self.CLICK_BOX_HALF_SIZES:
             box = np.concatenate([low - half, high + half]) / scale
             decoded = self._decode(frame_shape, embedding, new_size,
                                    box=self._box_256(box, scale, new_size, margin=0.0))
-            fallback = fallback or decoded
             mask = decoded[0] > 0
             if _covers(mask, positive) and not _touches(mask, negative) and (best is None or decoded[2] > best[2]):
                 best = decoded
-        return best or fallback
+        if best is None:
+            logits, low_res, iou = decoded
+            return np.minimum(logits, -1.0), low_res, iou
+        return best
 
     @staticmethod
     def _carry(decoded):
