@@ -440,14 +440,14 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _populateModelAndPresetChoices(self):
         """Fill the model and preset combo boxes from MemSegLogic (lazily imported)."""
         _ensureLogicImportable()
+        preferred = defaultModel()
         models = []  # (name, description)
         try:
             from MemSegLogic.runtime import checkpoints
 
             models = [(_checkpointName(c), getattr(c, "description", "")) for c in checkpoints.list_checkpoints(checkpoints.VOLUME_ENGINES)]
         except Exception:
-            logging.warning("MemSeg: could not list the models; offering only %r", defaultModel(), exc_info=True)
-        preferred = defaultModel()
+            logging.warning("MemSeg: could not list the models; offering only %r", preferred, exc_info=True)
         if preferred not in [name for name, _description in models]:
             models.insert(0, (preferred, ""))
         self.modelCombo.clear()
@@ -598,10 +598,10 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         # The worker gets plain arrays; the target is fixed now, so changing the selectors while
         # it runs changes nothing.
+        model = self.modelCombo.currentText or defaultModel()
         task = background.BackgroundTask(
-            MemSegLogic.segment_volume, volume, prompt, model=self.modelCombo.currentText or defaultModel(),
-            preset=self.presetCombo.currentData or None, device=self.deviceCombo.currentText,
-            speed=MemSegLogic.SpeedOptions(input_size=settingsInputSize(self.modelCombo.currentText or defaultModel())))
+            MemSegLogic.segment_volume, volume, prompt, model=model, preset=self.presetCombo.currentData or None,
+            device=self.deviceCombo.currentText, speed=MemSegLogic.SpeedOptions(input_size=settingsInputSize(model)))
         self._start(task, volumeNode.GetName(),
                     lambda result: self._writeResult(result, volumeNode, segmentationNode, segmentId, volume.ijk_to_ras))
 

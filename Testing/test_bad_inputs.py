@@ -195,6 +195,8 @@ API_CASES = [
          call=lambda: Volume(np.ones((4, 8, 8)), np.full((4, 4), np.nan)), raises=InvalidVolumeError),
     Case("api-matrix-text", "4x4 matrix of numbers",
          call=lambda: Volume(np.ones((4, 8, 8)), "identity"), raises=InvalidVolumeError),
+    Case("api-cine-matrix-nan", "nan or infinite",
+         call=lambda: Cine(np.ones((3, 8, 8)), np.full((4, 4), np.nan)), raises=InvalidVolumeError),
     Case("api-array-not-numpy", "numpy array", call=lambda: Volume([[[1, 2]]]), raises=InvalidVolumeError),
     Case("api-speed-option-zero", "positive whole number", call=lambda: SpeedOptions(encode_batch=0), raises=ValueError),
     Case("api-frames-none", "got nonetype", call=lambda: segment_sequence(None, frame_prompt(0, box=(2, 2, 9, 9))),

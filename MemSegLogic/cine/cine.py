@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..core.geometry import AXIS_NAMES, axis_index
-from ..core.volume import Volume, check_image_values, warn_implausible_values
+from ..core.volume import Volume, check_image_values, checked_ijk_to_ras, warn_implausible_values
 from ..errors import InvalidVolumeError
 
 PLANE_HINT = "memseg echo --plane K,INDEX (or I, J), or in Python Cine.read(path, plane=('K', INDEX))"
@@ -48,9 +48,7 @@ class Cine:
         if frames.ndim not in (3, 4):
             raise InvalidVolumeError(
                 f"a cine is frames (T, H, W) or (T, H, W, 3) for RGB; got an array of shape {frames.shape}")
-        matrix = np.asarray(self.ijk_to_ras, dtype=np.float64)
-        if matrix.shape != (4, 4) or abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
-            raise InvalidVolumeError("ijk_to_ras must be a non-singular 4x4 matrix")
+        matrix = checked_ijk_to_ras(self.ijk_to_ras)
         values = tuple(str(v) for v in self.index_values) or tuple(str(t) for t in range(frames.shape[0]))
         if len(values) != frames.shape[0]:
             raise InvalidVolumeError(f"{len(values)} index values for {frames.shape[0]} frames")

@@ -35,17 +35,7 @@ class Volume:
     def __post_init__(self):
         if not isinstance(self.array, np.ndarray):
             raise InvalidVolumeError(f"a Volume's array must be a numpy array, got {type(self.array).__name__}")
-        try:
-            matrix = np.asarray(self.ijk_to_ras, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InvalidVolumeError("ijk_to_ras must be a 4x4 matrix of numbers") from None
-        if matrix.shape != (4, 4):
-            raise InvalidVolumeError(f"ijk_to_ras must be a 4x4 matrix, got shape {matrix.shape}")
-        if not np.all(np.isfinite(matrix)):
-            raise InvalidVolumeError("ijk_to_ras holds NaN or infinite values: the volume has no usable geometry")
-        if abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
-            raise InvalidVolumeError("ijk_to_ras is singular (zero spacing or degenerate direction)")
-        object.__setattr__(self, "ijk_to_ras", matrix)
+        object.__setattr__(self, "ijk_to_ras", checked_ijk_to_ras(self.ijk_to_ras))
 
     # -- geometry -------------------------------------------------------------------------------
     @property
@@ -145,6 +135,22 @@ class Volume:
         from ..io.volume_io import image_from_volume
 
         return image_from_volume(self)
+
+
+def checked_ijk_to_ras(value) -> np.ndarray:
+    """``value`` as a float64 4x4 IJK->RAS matrix, or `InvalidVolumeError` saying why it cannot
+    place voxels in the patient (not numbers, not 4x4, NaN/infinite, singular)."""
+    try:
+        matrix = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidVolumeError("ijk_to_ras must be a 4x4 matrix of numbers") from None
+    if matrix.shape != (4, 4):
+        raise InvalidVolumeError(f"ijk_to_ras must be a 4x4 matrix, got shape {matrix.shape}")
+    if not np.all(np.isfinite(matrix)):
+        raise InvalidVolumeError("ijk_to_ras holds NaN or infinite values: the volume has no usable geometry")
+    if abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
+        raise InvalidVolumeError("ijk_to_ras is singular (zero spacing or degenerate direction)")
+    return matrix
 
 
 def warn_implausible_values(array: np.ndarray, what: str, slice_name: str) -> None:

@@ -38,7 +38,6 @@ def read_cine(path, plane: Optional[Tuple[str, int]] = None) -> Cine:
 def write_cine(cine: Cine, path) -> None:
     """``.seq.nrrd`` (geometry and index kept) or a 3D file whose third axis is time."""
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.name.lower().endswith(SEQUENCE_SUFFIX):
         replace_atomically(path, lambda partial: _write_sequence_nrrd(cine, partial))
         return
