@@ -29,14 +29,15 @@ from .errors import (
     SegmentationCancelled,
 )
 from .runtime.checkpoints import DEFAULT_MODEL, Checkpoint, get_checkpoint, list_checkpoints, register_checkpoint
-from .volume3d import PropagationOptions, SegmentationResult, SpeedOptions, segment_volume
+from .volume3d import PreviewMask, PropagationOptions, SegmentationResult, SliceUpdate, SpeedOptions, segment_volume
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Checkpoint", "CheckpointError", "Cine", "DEFAULT_MODEL", "DeviceError", "InvalidPromptError",
-    "InvalidVolumeError", "MemSegError", "MemSegWarning", "PRESETS", "PRESET_NAMES", "Prompt", "PropagationOptions",
-    "SegmentationCancelled", "SegmentationResult", "SequenceResult", "SlicePrompt", "SpeedOptions", "Volume",
+    "InvalidVolumeError", "MemSegError", "MemSegWarning", "PRESETS", "PRESET_NAMES", "PreviewMask", "Prompt",
+    "PropagationOptions", "SegmentationCancelled", "SegmentationResult", "SequenceResult", "SlicePrompt",
+    "SliceUpdate", "SpeedOptions", "Volume",
     "get_checkpoint", "list_checkpoints", "register_checkpoint", "segment_sequence", "segment_volume", "to_uint8",
 ]
 

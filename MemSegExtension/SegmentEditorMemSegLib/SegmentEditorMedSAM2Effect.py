@@ -67,6 +67,7 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
         self.clicks = None
         self.task = None
         self.previewNode = None
+        self.streamed = None  # the running task's slices, shown as they arrive
         self.previewResult = None
         self.markers = PromptMarkers()
         self.mouse = SliceViewClicks()
@@ -288,9 +289,14 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
         except Exception as error:
             self._say(str(error))
             return
-        # The worker gets plain arrays only: MRML and Qt are touched on this (the main) thread.
+        # The worker gets plain arrays only: MRML and Qt are touched on this (the main) thread,
+        # which shows the slices the worker has finished on each poll.
+        self.streamed = mrml.StreamedPreview(MemSegLogic.PreviewMask(volume.shape_kji), volume.ijk_to_ras,
+                                             parameters.GetSegmentationNode(), parameters.GetSelectedSegmentID(),
+                                             self.previewNode)
         self.task = background.BackgroundTask(
-            MemSegLogic.segment_volume, volume, prompts, model=self.scriptedEffect.parameter("Model"),
+            MemSegLogic.segment_volume, volume, prompts, preview=self.streamed.mask,
+            model=self.scriptedEffect.parameter("Model"),
             axes=int(self.scriptedEffect.integerParameter("Axes")),
             preset=self.scriptedEffect.parameter("Preset") or None, device=settingsDevice(),
             propagation=MemSegLogic.PropagationOptions(memory=self.scriptedEffect.parameter("Memory")),
@@ -299,16 +305,21 @@ class SegmentEditorMedSAM2Effect(AbstractScriptedSegmentEditorEffect):
         self._updateButtons()
 
     def _pollTask(self):
+        if self.streamed is not None and self.streamed.refresh():
+            self.previewNode = self.streamed.node
         task = takeFinishedTask(self)
         if task is None:
             return
+        self.streamed = None
         MemSegLogic, _, mrml, _ = _logic()
         try:
             result = task.result()
         except MemSegLogic.SegmentationCancelled:
+            self._discardPreview()  # the slices shown so far go with the run
             self._say("Cancelled: nothing was changed.")
             self.progressBar.value = 0
         except Exception as error:
+            self._discardPreview()
             logging.error("MemSeg failed:\n%s", task.traceback_text)
             self._say(f"Failed: {error}")
             slicer.util.errorDisplay(f"MemSeg could not segment: {error}", detailedText=task.traceback_text)

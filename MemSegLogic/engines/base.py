@@ -127,6 +127,7 @@ class CarriedMaskEngine(Engine):
             result.visited[index] = True
             if not (result.logits[index] > 0).any():  # nothing to carry to the next slice
                 raise NothingFoundError(index)
+            monitor.frame_done(index, result.logits[index])
         for step, start, end, stop_from in directions(seeds, len(frames)):
             carry: Optional[object] = carried[start]
             best = confidence[start]
@@ -143,6 +144,7 @@ class CarriedMaskEngine(Engine):
                 best = _best(best, score)
                 result.logits[index] = logits
                 result.visited[index] = True
+                monitor.frame_done(index, logits)
                 present = bool((logits > 0).any())
                 if present:
                     carry = new_carry

@@ -360,6 +360,8 @@ class MedSAM2Engine(Engine):
                     for frame_index, _, mask_logits in predictor.propagate_in_video(
                             state, start_frame_idx=start, reverse=step < 0):
                         logits = mask_logits[0, 0].float().cpu().numpy()
+                        if not (result.visited[frame_index] and frame_index in seeds):  # each direction yields its seed
+                            monitor.frame_done(frame_index, logits)
                         result.logits[frame_index] = logits
                         result.visited[frame_index] = True
                         monitor.report(result.visited.mean(),

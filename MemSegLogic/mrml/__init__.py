@@ -45,6 +45,7 @@ from .nodes import (
     volumeFromNode,
 )
 from .segments import (
+    StreamedPreview,
     editorLogicFor,
     orientedLabelmap,
     removePreview,
@@ -57,7 +58,8 @@ from .segments import (
 from .sequences import addCineSequence, cineFromBrowser, promptFromFrameMarkups, segmentSequence, writeSequenceResult
 
 __all__ = [
-    "SCENE_BUNDLE_SUFFIX", "SEGMENTATION_SEQUENCE_SUFFIX", "SegmentationSequence", "addCineSequence", "addHelperNode",
+    "SCENE_BUNDLE_SUFFIX", "SEGMENTATION_SEQUENCE_SUFFIX", "SegmentationSequence", "StreamedPreview", "addCineSequence",
+    "addHelperNode",
     "batchPrompts", "cineFromBrowser", "controlPointsWorld", "editorLogicFor", "headlessScene",
     "ijkToWorldMatrix", "orientedLabelmap", "promptFromFrameMarkups", "promptFromMarkups",
     "promptFromSegmentSlice", "promptFromSliceView", "readSegmentationSequence", "removePreview",

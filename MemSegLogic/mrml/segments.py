@@ -7,6 +7,7 @@ a separate segmentation node until applied.
 
 from __future__ import annotations
 
+import time
 import weakref
 
 import numpy as np
@@ -81,6 +82,33 @@ def showPreview(mask: np.ndarray, ijkToRAS: np.ndarray, segmentationNode, segmen
     if display is not None:
         display.SetOpacity(0.6)
     return previewNode
+
+
+class StreamedPreview:
+    """A run's `PreviewMask` shown in a preview node (`showPreview`) while it fills in: call
+    `refresh` from the main thread's poll timer. A full-volume update takes the main thread a
+    while on a large scan, so it happens at most every ``interval`` seconds (the first slice at once)."""
+
+    def __init__(self, previewMask, ijkToRAS: np.ndarray, segmentationNode, segmentId: str, previewNode=None,
+                 interval: float = 0.5):
+        self.mask = previewMask
+        self.ijkToRAS = np.array(ijkToRAS, dtype=np.float64)
+        self.segmentationNode, self.segmentId = segmentationNode, segmentId
+        self.node = previewNode
+        self.interval = interval
+        self._shownAt = None
+
+    def refresh(self, force: bool = False) -> bool:
+        """Show what arrived since the last refresh; True if the view changed."""
+        now = time.monotonic()
+        if not force and self._shownAt is not None and now - self._shownAt < self.interval:
+            return False
+        snapshot = self.mask.snapshot()
+        if snapshot is None:
+            return False
+        self.node = showPreview(snapshot[1], self.ijkToRAS, self.segmentationNode, self.segmentId, self.node)
+        self._shownAt = now
+        return True
 
 
 def removePreview(previewNode) -> None:

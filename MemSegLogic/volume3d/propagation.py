@@ -44,6 +44,7 @@ from ..core.prompt import SlicePrompt
 from ..engines.base import Engine
 from ..errors import NOTHING_FOUND_ADVICE, NothingFoundError
 from ..progress import Monitor
+from .preview import PreviewCallback, SliceUpdate
 
 DEFAULT_MARGIN_FRACTION = 0.2
 DEFAULT_MARGIN_VOXELS = 8
@@ -161,13 +162,17 @@ class AxisPass:
 
 def run_pass(engine: Engine, image: np.ndarray, spacing_ijk, axis: int, seeds: Dict[int, SlicePrompt],
              window: Optional[Window], monitor: Monitor, absent_slices: Optional[int] = None,
-             memory=None, square_pixels: bool = True) -> AxisPass:
-    """Propagate ``seeds`` (whole-frame coordinates) along ``axis`` of the uint8 KJI ``image``."""
+             memory=None, square_pixels: bool = True, preview: Optional[PreviewCallback] = None,
+             pass_number: int = 0) -> AxisPass:
+    """Propagate ``seeds`` (whole-frame coordinates) along ``axis`` of the uint8 KJI ``image``;
+    each slice's mask goes to ``preview`` as soon as the engine has it."""
     stack = slice_stack(image, axis)
     window = window or Window.whole(stack.shape)
     frames = window.crop(stack)
     grid = SquarePixels(frames.shape[1:], frame_spacing(spacing_ijk, axis) if square_pixels else (1.0, 1.0))
     local = {index - window.first: grid.prompt(window.local_prompt(seed)) for index, seed in seeds.items()}
+    if preview is not None:
+        monitor = monitor.with_frame_handler(_slice_updates(preview, pass_number, axis, window, grid, stack.shape[1:]))
     try:
         result = engine.propagate(grid.frames(frames), local, monitor, absent_slices=absent_slices, memory=memory)
     except NothingFoundError as error:  # named in the volume's terms
@@ -178,6 +183,17 @@ def run_pass(engine: Engine, image: np.ndarray, spacing_ijk, axis: int, seeds: D
     logits = grid.logits_back(result.logits[visited])
     target[window.first + visited, window.rows[0]:window.rows[1], window.cols[0]:window.cols[1]] = sigmoid(logits)
     return AxisPass(axis, tuple(sorted(seeds)), window, grid.model_shape, probability, int(len(visited)))
+
+
+def _slice_updates(preview: PreviewCallback, pass_number: int, axis: int, window: Window, grid: SquarePixels,
+                   frame_shape):
+    """A frame handler turning an engine's frame (window-local index, logits on the model grid)
+    into the `SliceUpdate` of that slice of the volume (logit > 0: the 0.5 probability threshold)."""
+    def handle(local_index: int, logits: np.ndarray) -> None:
+        mask = np.zeros(frame_shape, dtype=bool)
+        mask[window.rows[0]:window.rows[1], window.cols[0]:window.cols[1]] = grid.logits_back(logits[None])[0] > 0
+        preview(SliceUpdate(pass_number, axis, window.first + local_index, mask))
+    return handle
 
 
 def _nothing_found(axis: int, index: int, consequence: str = "") -> NothingFoundError:
@@ -259,14 +275,16 @@ def propagate_volume(engine: Engine, image: np.ndarray, spacing_ijk, seed_axis: 
                      seeds: Dict[int, SlicePrompt], axes: int = 3, monitor: Optional[Monitor] = None,
                      absent_slices: Optional[int] = None, crop: bool = True, crop_frames: bool = False,
                      margin_fraction: float = DEFAULT_MARGIN_FRACTION, margin_voxels: int = DEFAULT_MARGIN_VOXELS,
-                     threshold: float = 0.5, memory=None, square_pixels: Optional[bool] = None) -> Passes:
+                     threshold: float = 0.5, memory=None, square_pixels: Optional[bool] = None,
+                     preview: Optional[PreviewCallback] = None) -> Passes:
     """All passes of one segmentation, seed axis first. ``image`` is the uint8 KJI volume.
-    ``square_pixels`` None: the engine's preference (`Engine.square_pixels`)."""
+    ``square_pixels`` None: the engine's preference (`Engine.square_pixels`); ``preview`` gets
+    every slice as its pass reaches it (`MemSegLogic.volume3d.preview`)."""
     square = engine.square_pixels if square_pixels is None else square_pixels
     check_axes(axes)
     monitor = monitor or Monitor()
     passes = Passes([run_pass(engine, image, spacing_ijk, seed_axis, seeds, None, monitor.sub(0.0, 1.0 / axes),
-                              absent_slices, memory, square)])
+                              absent_slices, memory, square, preview)])
     if axes == 1:
         return passes
     first_mask = np.nan_to_num(passes[0].probability, nan=0.0) > threshold
@@ -290,5 +308,5 @@ def propagate_volume(engine: Engine, image: np.ndarray, spacing_ijk, seed_axis: 
             continue
         sub.report(0.0, f"{AXIS_NAMES[axis]} axis from its plane {plane} through the seed")
         passes.append(run_pass(engine, image, spacing_ijk, axis, {plane: seed}, window, sub, absent_slices, memory,
-                               square))
+                               square, preview, pass_number=len(passes)))
     return passes

@@ -25,6 +25,7 @@ from ..errors import CheckpointError, InvalidPromptError, InvalidVolumeError, Me
 from ..progress import Monitor, ProgressCallback
 from ..runtime.checkpoints import DEFAULT_MODEL, VOLUME_ENGINES, get_checkpoint, list_checkpoints
 from .fusion import DEFAULT_FUSION, FUSION_MODES, fuse
+from .preview import PreviewCallback
 
 
 @dataclasses.dataclass
@@ -132,6 +133,7 @@ def segment_volume(
     speed: Optional[SpeedOptions] = None,
     progress: Optional[ProgressCallback] = None,
     cancel=None,
+    preview: Optional[PreviewCallback] = None,
 ) -> SegmentationResult:
     """Segment the object marked by ``prompts`` through the whole volume.
 
@@ -148,6 +150,8 @@ def segment_volume(
     speed: `SpeedOptions` (input size, encode batch, compile, threads); None: the defaults.
     progress: called as ``progress(fraction, message)``; cancel: a `threading.Event` that stops
         the run promptly with `SegmentationCancelled`.
+    preview: called with a `SliceUpdate` for each slice as soon as a pass has segmented it, for
+        showing the result while it is computed (`PreviewMask` collects them into a volume).
     """
     from ..engines import load_engine
     from ..engines.memory_bank import memory_banks
@@ -194,7 +198,8 @@ def segment_volume(
         passes = propagate_volume(engine, image, volume.spacing, axis, seeds, axes, monitor.sub(0.05, 0.97),
                                   absent_slices=propagation.absent_slices, crop=propagation.crop,
                                   crop_frames=propagation.crop_frames, threshold=threshold,
-                                  memory=banks if uses_memory else None, square_pixels=propagation.square_pixels)
+                                  memory=banks if uses_memory else None, square_pixels=propagation.square_pixels,
+                                  preview=preview)
     monitor.report(0.97, "fusing axes" if axes > 1 else "thresholding")
     probability, mask = fuse([p.probability for p in passes], propagation.fusion, threshold,
                              [p.axis for p in passes], volume.spacing, passes[0].seeds)
