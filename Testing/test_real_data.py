@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from MemSegLogic import segment_volume
-from MemSegLogic.app.demo import run_demo, seed_box
+from MemSegLogic.app.demo import run_demo, seed_box, seed_clicks
 from MemSegLogic.app.samples import load_pyradiomics_case
 from MemSegLogic.core.metrics import dice
 
@@ -79,24 +79,9 @@ RIGHT_LUNG_ONE_CLICK_MIN = 0.85  # axes=1; measured 0.8648 (the reference box: 0
 LUNG2_ONE_CLICK_MIN = 0.83  # axes=1; measured 0.8565
 
 
-def _deepest_point(mask2d: np.ndarray) -> tuple:
-    """(column, row) of the pixel farthest from the mask's edge: where a user clicks."""
-    import SimpleITK as sitk
-
-    distance = sitk.SignedMaurerDistanceMap(sitk.GetImageFromArray(mask2d.astype(np.uint8)), insideIsPositive=True,
-                                            squaredDistance=False, useImageSpacing=False)
-    row, column = np.unravel_index(np.argmax(sitk.GetArrayFromImage(distance)), mask2d.shape)
-    return int(column), int(row)
-
-
 def _one_click(volume, reference, preset):
-    from MemSegLogic import Prompt
-
-    slices = np.nonzero(reference.any(axis=(1, 2)))[0]
-    k = int((slices.min() + slices.max()) // 2)
-    column, row = _deepest_point(reference[k] > 0)
-    result = segment_volume(volume, Prompt.from_points([(column, row, k)], axis="K"), model="medsam-lite",
-                            device="cpu", preset=preset, axes=1)
+    prompt, _ = seed_clicks(reference)
+    result = segment_volume(volume, prompt, model="medsam-lite", device="cpu", preset=preset, axes=1)
     return dice(result.mask, reference)
 
 

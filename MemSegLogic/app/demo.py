@@ -49,12 +49,43 @@ def default_demo_model() -> str:
     return "medsam2-pretrain" if is_available(get_checkpoint("medsam2-pretrain")) else "medsam-lite"
 
 
+def middle_slice(reference: np.ndarray) -> int:
+    """The middle axial (K) slice of the reference's extent: where the seeds below are placed."""
+    slices = np.nonzero(reference.any(axis=(1, 2)))[0]
+    return int((slices.min() + slices.max()) // 2)
+
+
 def seed_box(reference: np.ndarray) -> tuple:
     """(Prompt, slice) for the reference's bounding box on its middle axial (K) slice."""
-    slices = np.nonzero(reference.any(axis=(1, 2)))[0]
-    k = int((slices.min() + slices.max()) // 2)
+    k = middle_slice(reference)
     rows, cols = np.nonzero(reference[k])
     return Prompt.from_box((cols.min(), rows.min(), k), (cols.max(), rows.max(), k)), k
+
+
+def deepest_point(mask2d: np.ndarray) -> tuple:
+    """(column, row) of the pixel farthest from the mask's edge: where a user clicks."""
+    import SimpleITK as sitk
+
+    distance = sitk.SignedMaurerDistanceMap(sitk.GetImageFromArray(mask2d.astype(np.uint8)), insideIsPositive=True,
+                                            squaredDistance=False, useImageSpacing=False)
+    row, column = np.unravel_index(np.argmax(sitk.GetArrayFromImage(distance)), mask2d.shape)
+    return int(column), int(row)
+
+
+def seed_clicks(reference: np.ndarray, negatives: int = 0, gap: int = 5) -> tuple:
+    """(Prompt, slice): one positive click at the reference's deepest point on its middle axial
+    slice, plus up to two negative clicks ``gap`` pixels beside the object on that point's row
+    (left, then right; the column instead where a side leaves the frame) — a user marking what
+    is not the object."""
+    k = middle_slice(reference)
+    frame = reference[k] > 0
+    column, row = deepest_point(frame)
+    outside = []
+    for line, at, to_point in ((frame[row], column, lambda c: (c, row)), (frame[:, column], row, lambda r: (column, r))):
+        inside = np.flatnonzero(line)
+        before, after = inside[inside <= at].min() - gap, inside[inside >= at].max() + gap
+        outside += [to_point(i) for i in (before, after) if 0 <= i < len(line) and not line[i]]
+    return Prompt.from_points([(column, row, k)], [(x, y, k) for x, y in outside[:negatives]], axis="K"), k
 
 
 def run_demo(output_dir, model: Optional[str] = None, device: str = "auto", progress=None) -> DemoReport:

@@ -4,13 +4,16 @@
     python Testing/benchmarks/accuracy_axes.py --rescore .cache/accuracy-axes
 
 Cases: both lungs of slicerio's CTChest4 and the pyradiomics lesions (lung1, lung2, brain1,
-brain2, breast1). The seed is the reference's bounding box on its middle axial (K) slice — what a
-user would drag. Each case is segmented once with ``axes=1`` and once with ``axes=3``; the
+brain2, breast1). Prompts (``--prompts``), all on the reference's middle axial (K) slice: ``box``,
+its bounding box (what a user would drag); ``one-click``, one click at its deepest interior
+point (the pixel farthest from its edge); ``three-clicks``, that click plus two background
+clicks 5 pixels beside the object. Each case is segmented once with ``axes=1`` and once with ``axes=3``; the
 ``axes=3`` run is scored with every fusion mode, re-fused from its per-axis probabilities (the
 passes do not depend on the fusion). Each case's probabilities, seconds and slice counts are
 saved (``--save``, default ``.cache/accuracy-axes``), so ``--rescore`` rebuilds the table from
 them after a change to the fusion without running the model again. Prints a Markdown table
-(pasted into README "Accuracy"). Not a test: it measures.
+(pasted into README "Accuracy") and, with ``--per-slice``, each run's Dice on every slice of the
+reference (where a pass ends early, or loses the object, shows there). Not a test: it measures.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run from a checkout, installed or not
 
 from MemSegLogic import PropagationOptions, segment_volume
-from MemSegLogic.app.demo import seed_box
+from MemSegLogic.app.demo import seed_box, seed_clicks
 from MemSegLogic.app.samples import (
     PYRADIOMICS_CASES,
     fetch_pyradiomics_data,
@@ -43,6 +46,7 @@ CHEST_CASES = ("CTChest4 right lung", "CTChest4 left lung")
 PRESETS = {"lung1": "ct-chest", "lung2": "ct-chest", "brain1": "mr", "brain2": "mr", "breast1": "mr"}
 CACHE = REPO / ".cache" / "test-data"
 SAVED = REPO / ".cache" / "accuracy-axes"
+PROMPTS = {"box": seed_box, "one-click": seed_clicks, "three-clicks": lambda reference: seed_clicks(reference, 2)}
 
 
 def load_case(name: str):
@@ -55,21 +59,50 @@ def load_case(name: str):
 
 
 def run_case(name: str, model: str, device: str, save: pathlib.Path,
-             propagation: Optional[PropagationOptions] = None) -> pathlib.Path:
-    """Segment one case with axes=1 and axes=3 and save what scoring needs."""
+             propagation: Optional[PropagationOptions] = None, prompt_kind: str = "box") -> pathlib.Path:
+    """Segment one case with axes=1 and axes=3 from one kind of prompt and save what scoring
+    needs. A prompt on which the model finds nothing scores 0 (the error is kept)."""
+    from MemSegLogic.errors import NothingFoundError
+
     volume, reference, preset = load_case(name)
-    prompt, seed_slice = seed_box(reference)
-    one = segment_volume(volume, prompt, model=model, device=device, preset=preset, axes=1, propagation=propagation)
-    six = segment_volume(volume, prompt, model=model, device=device, preset=preset, axes=3, propagation=propagation)
-    timings = {"axes=1 s": one.seconds, "axes=1 slices": one.slices_visited,
-               "axes=3 s": six.seconds, "axes=3 slices": six.slices_visited, "model": model, "device": device,
-               "skipped": six.skipped_axes}
+    prompt, seed_slice = PROMPTS[prompt_kind](reference)
+    runs, errors = {}, {}
+    for axes in (1, 3):
+        try:
+            runs[axes] = segment_volume(volume, prompt, model=model, device=device, preset=preset, axes=axes,
+                                        propagation=propagation)
+        except NothingFoundError as error:
+            errors[f"axes={axes}"] = str(error)
+    nothing = np.zeros(reference.shape, np.float32)
+    one, six = runs.get(1), runs.get(3)
+    timings = {"axes=1 s": one.seconds if one else 0.0, "axes=1 slices": one.slices_visited if one else 0,
+               "axes=3 s": six.seconds if six else 0.0, "axes=3 slices": six.slices_visited if six else 0,
+               "model": model, "device": device, "skipped": six.skipped_axes if six else {}, "errors": errors,
+               "prompt": prompt_kind}
     save.mkdir(parents=True, exist_ok=True)
-    path = save / f"{name.replace(' ', '_')}.npz"
-    np.savez_compressed(path, case=name, reference=reference, spacing=volume.spacing, axes1=one.probability,
+    path = save / f"{name.replace(' ', '_')}{'' if prompt_kind == 'box' else '_' + prompt_kind}.npz"
+    axis_probability = six.axis_probability if six else {"K": nothing}
+    np.savez_compressed(path, case=name, reference=reference, spacing=volume.spacing,
+                        axes1=one.probability if one else nothing,
                         seed_axis="K", seed_slices=np.array([seed_slice]),
-                        timings=json.dumps(timings), **{f"axis_{a}": p for a, p in six.axis_probability.items()})
+                        timings=json.dumps(timings), **{f"axis_{a}": p for a, p in axis_probability.items()})
     return path
+
+
+def per_slice(path: pathlib.Path) -> str:
+    """Each run's Dice on every K slice the reference covers (axes=1, then axes=3 weighted)."""
+    saved = np.load(path)
+    reference = saved["reference"] > 0
+    row = score(path)
+    names = sorted((key[len("axis_"):] for key in saved.files if key.startswith("axis_")), key=lambda n: n != "K")
+    fused = fuse([saved[f"axis_{n}"] for n in names], "weighted", 0.5, [AXIS_NAMES.index(n) for n in names],
+                 saved["spacing"], saved["seed_slices"])[1]
+    slices = np.flatnonzero(reference.any(axis=(1, 2)))
+    lines = [f"{row['case']} ({row.get('prompt', 'box')}), seed K={int(saved['seed_slices'][0])}: Dice per K slice"]
+    for label, mask in (("axes=1", saved["axes1"] > 0.5), ("axes=3", fused > 0)):
+        cells = " ".join(f"{k}:{dice(mask[k], reference[k]):.2f}" for k in slices)
+        lines.append(f"  {label}: {cells}")
+    return "\n".join(lines)
 
 
 def score(path: pathlib.Path) -> dict:
@@ -83,7 +116,7 @@ def score(path: pathlib.Path) -> dict:
                    key=lambda name: name != seed_axis)
     probabilities = [saved[f"axis_{name}"] for name in names]
     axes = [AXIS_NAMES.index(name) for name in names]
-    row = {"case": str(saved["case"]), **json.loads(str(saved["timings"])),
+    row = {"case": str(saved["case"]), "prompt": "box", **json.loads(str(saved["timings"])),
            "axes=1": dice(saved["axes1"] > 0.5, reference)}
     for mode in FUSION_MODES:
         row[f"axes=3 {mode}"] = dice(fuse(probabilities, mode, 0.5, axes, spacing, seed_slices)[1], reference)
@@ -94,18 +127,22 @@ def score(path: pathlib.Path) -> dict:
 
 def table(rows) -> str:
     model, device = rows[0]["model"], rows[0]["device"]
-    lines = [f"3D Dice, `{model}` on {device}, one box on the middle axial slice of the reference:", "",
-             "| case | axes=1 | " + " | ".join(f"axes=3 {m}" for m in FUSION_MODES) + " | K / I / J alone | "
+    lines = [f"3D Dice, `{model}` on {device}, prompts on the middle axial slice of the reference "
+             "(nothing found = 0):", "",
+             "| case | prompt | axes=1 | " + " | ".join(f"axes=3 {m}" for m in FUSION_MODES) + " | K / I / J alone | "
              "slices 1 / 3 | seconds 1 / 3 |",
-             "|---|---|" + "---|" * len(FUSION_MODES) + "---|---|---|"]
+             "|---|---|---|" + "---|" * len(FUSION_MODES) + "---|---|---|"]
     for r in rows:
         alone = " / ".join(f"{r[f'{a} alone']:.3f}" if f"{a} alone" in r else "skipped" for a in "KIJ")
-        lines.append(f"| {r['case']} | {r['axes=1']:.4f} | " + " | ".join(f"{r[f'axes=3 {m}']:.4f}" for m in FUSION_MODES)
+        lines.append(f"| {r['case']} | {r['prompt']} | {r['axes=1']:.4f} | "
+                     + " | ".join(f"{r[f'axes=3 {m}']:.4f}" for m in FUSION_MODES)
                      + f" | {alone} | {r['axes=1 slices']} / {r['axes=3 slices']} | "
                      f"{r['axes=1 s']:.0f} / {r['axes=3 s']:.0f} |")
-    mean = lambda key: float(np.mean([r[key] for r in rows]))
-    lines.append(f"| **mean** | **{mean('axes=1'):.4f}** | "
-                 + " | ".join(f"**{mean(f'axes=3 {m}'):.4f}**" for m in FUSION_MODES) + " | | | |")
+    for prompt in dict.fromkeys(r["prompt"] for r in rows):
+        mine = [r for r in rows if r["prompt"] == prompt]
+        mean = lambda key: float(np.mean([r[key] for r in mine]))
+        lines.append(f"| **mean** | {prompt} | **{mean('axes=1'):.4f}** | "
+                     + " | ".join(f"**{mean(f'axes=3 {m}'):.4f}**" for m in FUSION_MODES) + " | | | |")
     return "\n".join(lines)
 
 
@@ -118,6 +155,9 @@ def main(argv=None) -> int:
     parser.add_argument("--crop-frames", action="store_true", help="later axes also crop each frame to the object")
     parser.add_argument("--square-pixels", choices=("engine", "yes", "no"), default="engine",
                         help="resample thick-axis frames to square pixels (default: the engine's choice)")
+    parser.add_argument("--prompts", nargs="*", choices=list(PROMPTS), default=["box"],
+                        help="prompt kinds, each a row per case (default: box)")
+    parser.add_argument("--per-slice", action="store_true", help="also print each run's Dice on every slice")
     parser.add_argument("--save", type=pathlib.Path, default=SAVED, help="folder for each case's results (.npz)")
     parser.add_argument("--rescore", type=pathlib.Path, metavar="FOLDER",
                         help="score the cases saved in FOLDER instead of running the model")
@@ -128,15 +168,23 @@ def main(argv=None) -> int:
         paths = []
         square = {"engine": None, "yes": True, "no": False}[args.square_pixels]
         for name in args.cases:
-            started = time.perf_counter()
-            propagation = PropagationOptions(crop=not args.no_crop, square_pixels=square, crop_frames=args.crop_frames)
-            paths.append(run_case(name, args.model, args.device, args.save, propagation))
-            row = score(paths[-1])
-            print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("axes=") and
-                                          isinstance(v, float) and not k.endswith(" s"))
-                  + f" ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+            for kind in args.prompts:
+                started = time.perf_counter()
+                propagation = PropagationOptions(crop=not args.no_crop, square_pixels=square,
+                                                 crop_frames=args.crop_frames)
+                paths.append(run_case(name, args.model, args.device, args.save, propagation, kind))
+                row = score(paths[-1])
+                print(f"{name} ({kind}): " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("axes=")
+                                                       and isinstance(v, float) and not k.endswith(" s"))
+                      + f" ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     order = {name: n for n, name in enumerate(args.cases)}
-    print(table(sorted((score(path) for path in paths), key=lambda row: order.get(row["case"], len(order)))))
+    kinds = list(PROMPTS)
+    rows = sorted((score(path) for path in paths),
+                  key=lambda row: (kinds.index(row["prompt"]), order.get(row["case"], len(order))))
+    print(table(rows))
+    if args.per_slice:
+        for path in paths:
+            print(per_slice(path))
     return 0
 
 
