@@ -29,6 +29,10 @@ class LiteMedSAMEngine(CarriedMaskEngine):
     # click and no negative one is the seed. LiteMedSAM given the click itself as a point prompt
     # finds next to nothing (README, "How it works").
     CLICK_BOX_HALF_SIZES = (4, 8, 12, 16, 24, 32, 48, 64, 96)
+    # IoU estimates closer than this to the best one are a tie, won by the smallest box: a larger
+    # box admits more of the surrounding tissue (a small tumour's IoU head rated the 96-px box
+    # 0.892 and the 8-px box 0.880; their masks' Dice: 0.01 and 0.87).
+    CLICK_IOU_TIE = 0.02
 
     def __init__(self, checkpoint: Checkpoint, weights_path, device, box_margin: float = 3.0,
                  mask_prompt: bool = False):
@@ -90,24 +94,26 @@ class LiteMedSAMEngine(CarriedMaskEngine):
         return self._carry(self._decode(frame.shape, embedding, new_size, box=box, mask_logits=mask_logits))
 
     def _from_clicks(self, frame_shape, embedding, scale: float, new_size, seed: SlicePrompt):
-        """The decoded candidate box around the clicks that the model rates highest among those
-        whose mask covers every positive click and no negative one. None does: an empty mask, which
-        the propagation reports as nothing found at the prompt."""
+        """The decoded candidate box around the clicks that the model rates highest (the smallest
+        of those within `CLICK_IOU_TIE` of it) among those whose mask covers every positive click
+        and no negative one. None does: an empty mask, which the propagation reports as nothing
+        found at the prompt."""
         positive = seed.points_xy[seed.labels == 1]
         negative = seed.points_xy[seed.labels == 0]
         low, high = positive.min(axis=0) * scale, positive.max(axis=0) * scale
-        best = None
+        fitting = []  # smallest box first
         for half in self.CLICK_BOX_HALF_SIZES:
             box = np.concatenate([low - half, high + half]) / scale
             decoded = self._decode(frame_shape, embedding, new_size,
                                    box=self._box_256(box, scale, new_size, margin=0.0))
             mask = decoded[0] > 0
-            if _covers(mask, positive) and not _touches(mask, negative) and (best is None or decoded[2] > best[2]):
-                best = decoded
-        if best is None:
+            if _covers(mask, positive) and not _touches(mask, negative):
+                fitting.append(decoded)
+        if not fitting:
             logits, low_res, iou = decoded
             return np.minimum(logits, -1.0), low_res, iou
-        return best
+        best = max(candidate[2] for candidate in fitting)
+        return next(candidate for candidate in fitting if candidate[2] >= best - self.CLICK_IOU_TIE)
 
     @staticmethod
     def _carry(decoded):
