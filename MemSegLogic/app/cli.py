@@ -222,6 +222,22 @@ def _demo(args) -> int:
     return 0
 
 
+def _batch(args) -> int:
+    from ..batch import run_batch
+    from ..batch.summary import SUMMARY_CSV
+
+    try:
+        report = run_batch(args.manifest, args.output, address=args.address, workers=args.workers,
+                           gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+                           device=args.device, quiet=args.quiet)
+    except (KeyboardInterrupt, _Terminated) as stop:
+        print(f"memseg: interrupted: running cases cancelled, finished outputs kept; summary so far in "
+              f"{args.output}/{SUMMARY_CSV}", file=sys.stderr)
+        return 143 if isinstance(stop, _Terminated) else 130
+    print(report.summary(), file=sys.stderr)
+    return 1 if report.counts["failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..training.command import add_train_memsam_parser
 
@@ -233,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_memsam_parser(commands)
     _add_weights_parser(commands)
     _add_demo_parser(commands)
+    _add_batch_parser(commands)
     return parser
 
 
@@ -320,6 +337,22 @@ def _add_demo_parser(subparsers) -> None:
     demo.add_argument("--model", default=None, help="default: medsam2-pretrain if its weights are present, else medsam-lite")
     demo.add_argument("--device", default="auto")
     demo.set_defaults(run=_demo)
+
+
+def _add_batch_parser(subparsers) -> None:
+    """`memseg batch`: a cohort from a CSV manifest, on Ray (README: Cohort runs)."""
+    batch = subparsers.add_parser("batch", help="segment a cohort listed in a CSV manifest, on Ray")
+    batch.add_argument("manifest", help="CSV: one case a row (columns image, point/box/seed, reference...)")
+    batch.add_argument("-o", "--output", required=True, help="output folder: CASE.seg.nrrd, summary.csv, summary.json")
+    batch.add_argument("--address", default=None,
+                       help="an existing Ray cluster: auto (the one this machine is part of) or ray://HOST:PORT; "
+                            "default: a local Ray on this machine")
+    batch.add_argument("--workers", type=_count(1), default=1, help="actors, each holding a loaded model (default 1)")
+    batch.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each worker reserves (e.g. 1 or 0.5)")
+    batch.add_argument("--cpus-per-worker", type=_count(1), default=None,
+                       help="CPU cores each worker reserves (default: locally the cores shared out, on a cluster 1)")
+    batch.add_argument("--device", default="auto", help="auto (a worker's GPU if it has one, else CPU), cuda or cpu")
+    batch.set_defaults(run=_batch)
 
 
 _COORDINATE_OPTIONS = ("--point", "--negative", "--box")  # RAS values may start with a minus

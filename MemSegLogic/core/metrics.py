@@ -31,3 +31,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a) > 0, np.asarray(b) > 0
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def volume_ml(mask: np.ndarray, spacing) -> float:
+    """Volume of a binary mask in millilitres, from the voxel spacing in mm."""
+    return int(np.count_nonzero(mask)) * float(np.prod(spacing)) / 1000.0
