@@ -44,7 +44,7 @@ def case_key(case: Case, digests: ContentDigests) -> str:
     checkpoint = get_checkpoint(case.model)
     described = {
         "key": KEY_VERSION, "memseg": __version__, "model": case.model, "weights": checkpoint.sha256,
-        "image": digests(case.image), "seed": digests(case.seed) if case.seed else None,
+        "image": digests(case.image), "seed_labelmap": digests(case.seed_labelmap) if case.seed_labelmap else None,
         "seed_segment": case.seed_segment, "reference": digests(case.reference) if case.reference else None,
         "reference_segment": case.reference_segment, "point": case.point, "negative": case.negative,
         "box": case.box, "axis": case.axis, "options": case.options, "segment_name": case.segment_name,

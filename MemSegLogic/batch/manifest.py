@@ -6,8 +6,8 @@ Columns (header names, any order; empty cells mean "not given"):
     case              name of the case and of its output ``<case>.seg.nrrd`` (default: the image's name)
     point, negative   RAS points ``R,A,S``, several separated by ``;`` (as `memseg segment --point`)
     box               two opposite RAS corners ``R,A,S,R,A,S`` on one slice
-    axis              I, J or K: the slice axis of the prompt (default: from the box or the seed, else K)
-    seed              a labelmap on the image's grid marking the object on one slice (instead of points/box)
+    axis              I, J or K: the slice axis of the prompt (default: from the box or the seed_labelmap, else K)
+    seed_labelmap     a labelmap on the image's grid marking the object on one slice (instead of points/box)
     model             checkpoint name (default medsam-lite)
     preset, axes, threshold, and any field of `PropagationOptions` / `SpeedOptions` (fusion, memory,
     absent_slices, crop, input_size...): the options of `segment_volume`, as columns or in
@@ -15,7 +15,7 @@ Columns (header names, any order; empty cells mean "not given"):
     segment_name      name of the segment in the output
     reference         a labelmap or .seg.nrrd on the image's grid to score the result against
     reference_segment the segment of a .seg.nrrd reference (needed when it holds several)
-    seed_segment      likewise for a .seg.nrrd seed
+    seed_segment      likewise for a .seg.nrrd seed_labelmap
 
 Relative paths are relative to the manifest's folder. Every problem of every row is collected
 and reported at once, each with its line number, so a cohort is fixed in one pass.
@@ -44,8 +44,7 @@ PROPAGATION_FIELDS = {field.name: field.type for field in dataclasses.fields(Pro
 SPEED_FIELDS = {field.name: field.type for field in dataclasses.fields(SpeedOptions)}
 # segment_volume's own keyword options, then those it takes through the two option classes
 OPTION_TYPES = {"preset": "str", "axes": "int", "threshold": "float", **PROPAGATION_FIELDS, **SPEED_FIELDS}
-PATH_COLUMNS = ("image", "seed", "reference")
-COLUMNS = ("case", "image", "point", "negative", "box", "axis", "seed", "seed_segment", "model", "options",
+COLUMNS = ("case", "image", "point", "negative", "box", "axis", "seed_labelmap", "seed_segment", "model", "options",
            "segment_name", "reference", "reference_segment") + tuple(OPTION_TYPES)
 
 _CASE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -63,7 +62,7 @@ class Case:
     negative: Tuple[Tuple[float, float, float], ...] = ()
     box: Optional[Tuple[Tuple[float, float, float], Tuple[float, float, float]]] = None
     axis: Optional[str] = None
-    seed: Optional[pathlib.Path] = None
+    seed_labelmap: Optional[pathlib.Path] = None
     seed_segment: Optional[str] = None
     model: str = DEFAULT_MODEL
     options: Tuple[Tuple[str, object], ...] = ()  # (name, value) pairs of OPTION_TYPES, sorted
@@ -77,7 +76,7 @@ class Case:
 
     def inputs(self) -> List[pathlib.Path]:
         """The files the case reads: an output must never be one of them."""
-        return [path for path in (self.image, self.seed, self.reference) if path is not None]
+        return [path for path in (self.image, self.seed_labelmap, self.reference) if path is not None]
 
     def segment_volume_options(self) -> Dict[str, object]:
         """Keyword arguments of `segment_volume` besides the volume and the prompt."""
@@ -140,7 +139,7 @@ def _check_header(path: pathlib.Path, header: List[str]) -> None:
 
 def _case(line: int, cells: Dict[str, str], folder: pathlib.Path, problems: List[str]) -> Optional[Case]:
     image = _path(cells, "image", folder, problems, required=True)
-    seed = _path(cells, "seed", folder, problems)
+    seed = _path(cells, "seed_labelmap", folder, problems)
     reference = _path(cells, "reference", folder, problems)
     point = _points(cells.get("point", ""), "point", problems)
     negative = _points(cells.get("negative", ""), "negative", problems)
@@ -148,10 +147,10 @@ def _case(line: int, cells: Dict[str, str], folder: pathlib.Path, problems: List
     axis = cells.get("axis", "").upper() or None
     if axis is not None and axis not in ("I", "J", "K"):
         problems.append(f"axis must be I, J or K, got {cells['axis']!r}")
-    if not any(cells.get(column) for column in ("seed", "point", "box")):
-        problems.append("no prompt: give point and/or box (RAS), or a seed labelmap")
-    if cells.get("seed") and any(cells.get(column) for column in ("point", "negative", "box")):
-        problems.append("give either a seed labelmap or points/box, not both")
+    if not any(cells.get(column) for column in ("seed_labelmap", "point", "box")):
+        problems.append("no prompt: give point and/or box (RAS), or a seed_labelmap")
+    if cells.get("seed_labelmap") and any(cells.get(column) for column in ("point", "negative", "box")):
+        problems.append("give either a seed_labelmap or points/box, not both")
     model = cells.get("model") or DEFAULT_MODEL
     try:
         checkpoint = get_checkpoint(model)
@@ -166,7 +165,7 @@ def _case(line: int, cells: Dict[str, str], folder: pathlib.Path, problems: List
     name = _CASE_NAME.sub("_", name) or f"line{line}"
     if image is None or problems:
         return None
-    return Case(row=line, name=name, image=image, point=point, negative=negative, box=box, axis=axis, seed=seed,
+    return Case(row=line, name=name, image=image, point=point, negative=negative, box=box, axis=axis, seed_labelmap=seed,
                 seed_segment=cells.get("seed_segment") or None, model=model, options=options,
                 segment_name=cells.get("segment_name") or "MemSeg", reference=reference,
                 reference_segment=cells.get("reference_segment") or None)

@@ -11,6 +11,7 @@ workers and are written atomically here, with the state a re-run reads to skip w
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
@@ -185,7 +186,7 @@ def _run_on_ray(jobs, records, state, bar, address, workers, gpus_per_worker, cp
                 running[actor.run.remote(job.case)] = (actor, job)
             ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             for ref in ready:
-                actor, job = running.pop(ref)
+                actor, job = running[ref]
                 try:
                     outcome, error, notes = ray.get(ref)
                     idle.append(actor)
@@ -194,7 +195,9 @@ def _run_on_ray(jobs, records, state, bar, address, workers, gpus_per_worker, cp
                     actors.remove(actor)
                     actors.append(spawn())
                     idle.append(actors[-1])
-                records.append(_finish(job, outcome, error, notes, state))
+                with _interrupts_deferred():  # output, state and record together, or none of them
+                    records.append(_finish(job, outcome, error, notes, state))
+                    del running[ref]
                 bar.update(1)
                 bar.set_postfix(counts(records), refresh=False)
     except BaseException:
@@ -275,6 +278,24 @@ def _finish(job: _Job, outcome, error: Optional[str], notes: List[str], state: B
         setattr(record, name, value)
     record.status, record.message = "done", "; ".join(notes)
     return record
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Hold SIGINT/SIGTERM (main thread only) until the block is over, then deliver them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {signum: signal.signal(signum, lambda number, frame: received.append(number))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in received:
+            signal.raise_signal(signum)
 
 
 def _ignore_interrupts():

@@ -49,8 +49,8 @@ class CaseOutcome:
 def case_prompts(case: Case, volume: Volume) -> List[Prompt]:
     """The case's prompt on ``volume``: RAS points and box through the volume's IJK->RAS exactly
     as `memseg segment` takes them, or the seed labelmap's slice as a mask prompt."""
-    if case.seed is not None:
-        return [seed_prompt(read_mask_file(case.seed, case.seed_segment, volume, "seed"), case.axis)]
+    if case.seed_labelmap is not None:
+        return [seed_prompt(read_mask_file(case.seed_labelmap, case.seed_segment, volume, "seed_labelmap"), case.axis)]
     return Prompt.several_from_ras(volume, positive=list(case.point), negative=list(case.negative),
                                    box=list(case.box) if case.box is not None else None, axis=case.axis)
 
@@ -84,7 +84,7 @@ def read_mask_file(path, segment: Optional[str], volume: Volume, what: str) -> n
         segments, ijk_to_ras = read_segmentation_file(path)
         if segment is None and len(segments) != 1:
             raise InvalidVolumeError(f"the {what} {path.name} holds {len(segments)} segments "
-                                     f"({', '.join(segments)}): name one in the {what}_segment column")
+                                     f"({', '.join(segments)}): name one in the {what.split('_')[0]}_segment column")
         if segment is not None and segment not in segments:
             raise InvalidVolumeError(f"the {what} {path.name} has no segment {segment!r}; it has {', '.join(segments)}")
         mask = Volume(segments[segment] if segment is not None else next(iter(segments.values())), ijk_to_ras)
