@@ -5,6 +5,7 @@
     memseg echo A4C.dcm --point 160,120 -o lv.seq.nrrd        (x,y[,frame] in pixels of a frame)
     memseg weights list | fetch NAME | verify [NAME] | delete NAME
     memseg demo -o demo-output/
+    memseg batch cohort.csv -o results/ --workers 2    (a cohort on Ray; README: Cohort runs)
 
 For ``segment``, coordinates are RAS millimetres, as Slicer shows them; for ``echo`` (2D+t cine
 loops) they are pixel columns and rows of a frame, with an optional frame index. Points on different slices of the prompt's

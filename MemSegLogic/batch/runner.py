@@ -41,7 +41,6 @@ class BatchReport:
     summary_path: pathlib.Path
     wall_seconds: float
     workers: int
-    interrupted: bool = False
 
     @property
     def counts(self) -> dict:
@@ -120,18 +119,13 @@ def run_batch(manifest, output_dir, address: Optional[str] = None, workers: int 
     records, jobs = _plan(cases, output_dir, state)
     bar = tqdm(total=len(cases), initial=len(records), unit="case", file=sys.stderr, disable=quiet,
                desc="memseg batch")
-    interrupted = False
     try:
         if jobs:
             _run_on_ray(jobs, records, state, bar, address, workers, gpus_per_worker, cpus_per_worker, device)
-    except BaseException:  # Ctrl-C, SIGTERM: the summary still says what was done
-        interrupted = True
-        raise
-    finally:
+    finally:  # also on Ctrl-C and SIGTERM: the summary says what was done
         bar.close()
         summary_path = write_summary(output_dir, records, manifest, time.perf_counter() - started, workers)
-        report = BatchReport(records, summary_path, time.perf_counter() - started, workers, interrupted)
-    return report
+    return BatchReport(records, summary_path, time.perf_counter() - started, workers)
 
 
 def _plan(cases: List[Case], output_dir: pathlib.Path, state: BatchState):
