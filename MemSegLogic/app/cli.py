@@ -352,7 +352,9 @@ def _add_batch_parser(subparsers) -> None:
     batch.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each worker reserves (e.g. 1 or 0.5)")
     batch.add_argument("--cpus-per-worker", type=_count(1), default=None,
                        help="CPU cores each worker reserves (default: locally the cores shared out, on a cluster 1)")
-    batch.add_argument("--device", default="auto", help="auto (a worker's GPU if it has one, else CPU), cuda or cpu")
+    batch.add_argument("--device", default="auto",
+                       help="auto (the GPU a worker reserves with --gpus-per-worker; without one Ray hides the GPUs: "
+                            "CPU), cuda or cpu")
     batch.set_defaults(run=_batch)
 
 

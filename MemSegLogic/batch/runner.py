@@ -161,14 +161,14 @@ def _run_on_ray(jobs, records, state, bar, address, workers, gpus_per_worker, cp
         raise MemSegError("memseg batch runs on Ray, which is not installed: pip install 'memseg[batch]' "
                           "(or pip install 'ray>=2.60')") from None
 
-    started_ray = not ray.is_initialized()
-    cpus_per_worker = _connect(address, workers, gpus_per_worker, cpus_per_worker) if started_ray else \
-        (cpus_per_worker or max(1, int(ray.cluster_resources().get("CPU", 1)) // workers))
-    actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_concurrency=2)(CaseWorker)
-    spawn = lambda: actor_class.remote(device, cpus_per_worker if not gpus_per_worker else None)  # noqa: E731
+    started_ray = not ray.is_initialized()  # else: a Ray set up by the caller (a notebook, a test), left running
     actors, running, pending = [], {}, collections.deque(jobs)
     previous_sigint = None
     try:
+        cpus_per_worker = _connect(address, workers, gpus_per_worker, cpus_per_worker) if started_ray else \
+            (cpus_per_worker or max(1, int(ray.cluster_resources().get("CPU", 1)) // workers))
+        actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_concurrency=2)(CaseWorker)
+        spawn = lambda: actor_class.remote(device, cpus_per_worker if not gpus_per_worker else None)  # noqa: E731
         bar.set_description_str(f"memseg batch: starting {min(workers, len(jobs))} workers")
         actors = [spawn() for _ in range(min(workers, len(jobs)))]
         _check_versions(ray, actors)
@@ -208,7 +208,7 @@ def _run_on_ray(jobs, records, state, bar, address, workers, gpus_per_worker, cp
     finally:
         for actor in actors:
             ray.kill(actor)
-        if started_ray:
+        if started_ray and ray.is_initialized():
             ray.shutdown()
         if previous_sigint is not None:
             signal.signal(signal.SIGINT, previous_sigint)
@@ -232,7 +232,7 @@ def _connect(address, workers, gpus_per_worker, cpus_per_worker) -> int:
              for name, need, have in (("CPU", workers * cpus_per_worker, resources.get("CPU", 0)),
                                       ("GPU", workers * gpus_per_worker, resources.get("GPU", 0))) if need > have]
     if short:
-        message = f"{workers} workers need {' and '.join(short)}"
+        message = f"{workers} worker{'s need' if workers > 1 else ' needs'} {' and '.join(short)}"
         if address is None:
             ray.shutdown()
             raise MemSegError(f"{message}: use fewer --workers or a smaller --gpus-per-worker")
