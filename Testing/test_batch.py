@@ -19,7 +19,6 @@ import pytest
 
 from MemSegLogic.app.demo import seed_box
 from MemSegLogic.batch.manifest import ManifestError, read_manifest
-from MemSegLogic.core.geometry import slice_stack
 from MemSegLogic.core.metrics import dice
 from MemSegLogic.core.volume import Volume
 
@@ -120,29 +119,13 @@ def test_ctrl_c_stops_cleanly_with_the_summary_so_far(tmp_path, cohort):
     os.kill(process.pid, signal.SIGINT)  # what Ctrl-C sends
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr and "1/2" in stderr  # the progress bar's count
     summary = _summary(output)
     statuses = sorted(row["status"] for row in summary.values())
     assert statuses == ["cancelled", "done"], statuses  # the second case was running: one worker
     done = {name for name, row in summary.items() if row["status"] == "done"}
     assert {p.name for p in output.glob("*.seg.nrrd")} == {f"{name}.seg.nrrd" for name in done}
     assert not [p for p in output.iterdir() if "partial" in p.name]
-
-
-def test_more_gpus_than_the_machine_has_is_one_clear_line(tmp_path, cohort, capsys):
-    """--gpus-per-worker goes to Ray's resources: a local Ray without GPUs cannot place the worker."""
-    import torch
-
-    from MemSegLogic.app.cli import main
-
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
-    rows = [{"case": "c", "image": str(cohort["folder"] / "images" / "chest_a.nrrd"), "box": cohort["box_a"]}]
-    manifest = _write_manifest(tmp_path / "one.csv", rows)
-    assert main(["-q", "batch", str(manifest), "-o", str(tmp_path / "out"), "--gpus-per-worker", "1"]) == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error == "memseg: error: 1 worker needs 1 GPU (0 in the cluster): use fewer --workers or a smaller --gpus-per-worker"
-    assert _summary(tmp_path / "out")["c"]["status"] == "cancelled" and not ray.is_initialized()
 
 
 # -- the cohort on a local Ray with two workers ----------------------------------------------------------
@@ -185,8 +168,9 @@ def test_three_outputs_and_one_failure_with_its_reason(cohort, first_run):
 
 
 def test_outputs_equal_the_local_call(cohort, first_run):
-    """The same case through `segment_volume` here: the same mask, voxel for voxel (one thread, as
-    each of the two workers had one core)."""
+    """The box case through `segment_volume` here, its RAS corners mapped as `memseg segment` maps
+    them: the same mask, voxel for voxel (one thread, as each of the two workers had one core).
+    The seed labelmap's slice is kept as painted, and the lung is found on the other slice."""
     from MemSegLogic import Prompt, SpeedOptions, segment_volume
     from MemSegLogic.runtime.devices import set_cpu_threads
 
@@ -194,16 +178,15 @@ def test_outputs_equal_the_local_call(cohort, first_run):
     threads = set_cpu_threads(None)
     try:
         box = np.array([float(v) for v in cohort["box_a"].split(",")]).reshape(2, 3)
-        a, one = cohort["a"], SpeedOptions(threads=1)
-        by_box = segment_volume(a, Prompt.several_from_ras(a, box=box), model="medsam-lite", preset="ct-chest",
-                                axes=1, speed=one)
-        by_seed = segment_volume(a, Prompt.from_mask(slice_stack(cohort["seed"], 2)[1] > 0, "K", 1),
-                                 model="medsam-lite", preset="ct-chest", axes=1, speed=one)
+        local = segment_volume(cohort["a"], Prompt.several_from_ras(cohort["a"], box=box), model="medsam-lite",
+                               preset="ct-chest", axes=1, speed=SpeedOptions(threads=1))
     finally:
         set_cpu_threads(threads)
-    np.testing.assert_array_equal(_mask(output / "a_box.seg.nrrd"), by_box.mask)
-    np.testing.assert_array_equal(_mask(output / "a_seed.seg.nrrd"), by_seed.mask)
-    assert by_box.mask.sum() > 1000
+    np.testing.assert_array_equal(_mask(output / "a_box.seg.nrrd"), local.mask)
+    assert local.mask.sum() > 1000
+    seeded = _mask(output / "a_seed.seg.nrrd")
+    np.testing.assert_array_equal(seeded[1], cohort["seed"][1])
+    assert dice(seeded, cohort["a_lung"]) > 0.8
 
 
 def test_rerun_skips_current_cases_and_redoes_a_changed_one(cohort, first_run):
@@ -229,6 +212,21 @@ def test_rerun_skips_current_cases_and_redoes_a_changed_one(cohort, first_run):
     after = {name: path.stat().st_mtime_ns for name, path in outputs.items()}
     assert after["a_box"] == before["a_box"] and after["a_seed"] == before["a_seed"]
     assert after["b_point"] > before["b_point"]
+
+
+def test_more_gpus_than_the_cluster_has_is_one_clear_error(cohort, local_ray, tmp_path):
+    """--gpus-per-worker is a Ray resource: a Ray without GPUs cannot place the worker, which would
+    otherwise wait for ever."""
+    from MemSegLogic.batch import run_batch
+    from MemSegLogic.errors import MemSegError
+
+    if ray.cluster_resources().get("GPU"):
+        pytest.skip("this Ray has GPUs")
+    rows = [{"case": "c", "image": str(cohort["folder"] / "images" / "chest_a.nrrd"), "box": cohort["box_a"]}]
+    with pytest.raises(MemSegError) as error:
+        run_batch(_write_manifest(tmp_path / "one.csv", rows), tmp_path / "out", gpus_per_worker=1, quiet=True)
+    assert str(error.value) == "1 worker needs 1 GPU (0 in the cluster): use fewer --workers or a smaller --gpus-per-worker"
+    assert _summary(tmp_path / "out")["c"]["status"] == "cancelled"
 
 
 def test_an_output_never_replaces_a_file_it_did_not_write(cohort, local_ray, tmp_path):

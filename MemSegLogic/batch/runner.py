@@ -165,8 +165,9 @@ def _run_on_ray(jobs, records, state, bar, address, workers, gpus_per_worker, cp
     actors, running, pending = [], {}, collections.deque(jobs)
     previous_sigint = None
     try:
-        cpus_per_worker = _connect(address, workers, gpus_per_worker, cpus_per_worker) if started_ray else \
+        cpus_per_worker = _connect(address, workers, cpus_per_worker) if started_ray else \
             (cpus_per_worker or max(1, int(ray.cluster_resources().get("CPU", 1)) // workers))
+        _check_resources(workers, cpus_per_worker, gpus_per_worker, autoscaling=started_ray and address is not None)
         actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_concurrency=2)(CaseWorker)
         spawn = lambda: actor_class.remote(device, cpus_per_worker if not gpus_per_worker else None)  # noqa: E731
         bar.set_description_str(f"memseg batch: starting {min(workers, len(jobs))} workers")
@@ -214,30 +215,38 @@ def _run_on_ray(jobs, records, state, bar, address, workers, gpus_per_worker, cp
             signal.signal(signal.SIGINT, previous_sigint)
 
 
-def _connect(address, workers, gpus_per_worker, cpus_per_worker) -> int:
+def _connect(address, workers, cpus_per_worker) -> int:
     """Start (no address) or join a Ray cluster; returns the CPUs each worker reserves."""
     import ray
 
     if address is None:
         cores = os.cpu_count() or 1
         cpus_per_worker = cpus_per_worker or max(1, cores // workers)
-        # num_cpus explicit: Ray would otherwise read the host's count, not this container's share
+        # num_cpus explicit: as many as the workers reserve, so that asking for more workers than
+        # cores oversubscribes on purpose instead of leaving workers unplaced
         ray.init(address="local", num_cpus=max(cores, workers * cpus_per_worker), include_dashboard=False,
                  log_to_driver=False, logging_level=logging.WARNING)
     else:
         cpus_per_worker = cpus_per_worker or 1
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    return cpus_per_worker
+
+
+def _check_resources(workers, cpus_per_worker, gpus_per_worker, autoscaling: bool) -> None:
+    """A clear error when the cluster cannot place the workers (they would wait for ever); a
+    warning only on a joined cluster, whose autoscaler may add nodes."""
+    import ray
+
     resources = ray.cluster_resources()
     short = [f"{need:g} {name} ({have:g} in the cluster)"
              for name, need, have in (("CPU", workers * cpus_per_worker, resources.get("CPU", 0)),
                                       ("GPU", workers * gpus_per_worker, resources.get("GPU", 0))) if need > have]
-    if short:
-        message = f"{workers} worker{'s need' if workers > 1 else ' needs'} {' and '.join(short)}"
-        if address is None:
-            ray.shutdown()
-            raise MemSegError(f"{message}: use fewer --workers or a smaller --gpus-per-worker")
-        warnings.warn(f"{message}: workers wait until the cluster has them (autoscaling)", MemSegWarning, stacklevel=3)
-    return cpus_per_worker
+    if not short:
+        return
+    message = f"{workers} worker{'s need' if workers > 1 else ' needs'} {' and '.join(short)}"
+    if not autoscaling:
+        raise MemSegError(f"{message}: use fewer --workers or a smaller --gpus-per-worker")
+    warnings.warn(f"{message}: workers wait until the cluster has them (autoscaling)", MemSegWarning, stacklevel=3)
 
 
 def _check_versions(ray, actors) -> None:
