@@ -343,14 +343,14 @@ def _add_demo_parser(subparsers) -> None:
 def _add_batch_parser(subparsers) -> None:
     """`memseg batch`: a cohort from a CSV manifest, on Ray (README: Cohort runs)."""
     batch = subparsers.add_parser("batch", help="segment a cohort listed in a CSV manifest, on Ray")
-    batch.add_argument("manifest", help="CSV: one case a row (columns image, point/box/seed, reference...)")
-    batch.add_argument("-o", "--output", required=True, help="output folder: CASE.seg.nrrd, summary.csv, summary.json")
-    batch.add_argument("--address", default=None,
+    batch.add_argument("manifest", help="CSV: one case a row (columns image, point/box or seed_labelmap, reference...)")
+    batch.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder: CASE.seg.nrrd, summary.csv, summary.json")
+    batch.add_argument("--address", default=None, metavar="auto|ray://HOST:PORT",
                        help="an existing Ray cluster: auto (the one this machine is part of) or ray://HOST:PORT; "
                             "default: a local Ray on this machine")
-    batch.add_argument("--workers", type=_count(1), default=1, help="actors, each holding a loaded model (default 1)")
-    batch.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each worker reserves (e.g. 1 or 0.5)")
-    batch.add_argument("--cpus-per-worker", type=_count(1), default=None,
+    batch.add_argument("--workers", type=_count(1), default=1, metavar="N", help="actors, each holding a loaded model (default 1)")
+    batch.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs each worker reserves (e.g. 1 or 0.5)")
+    batch.add_argument("--cpus-per-worker", type=_count(1), default=None, metavar="C",
                        help="CPU cores each worker reserves (default: locally the cores shared out, on a cluster 1)")
     batch.add_argument("--device", default="auto",
                        help="auto (the GPU a worker reserves with --gpus-per-worker; without one Ray hides the GPUs: "
