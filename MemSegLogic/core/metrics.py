@@ -1,5 +1,5 @@
 """Small numeric rules shared by the 3D and cine paths: probabilities from logits, the threshold
-that turns them into masks, and the Dice overlap that scores masks against each other."""
+that turns them into masks, and the Dice overlap and volume that score masks against each other."""
 
 from __future__ import annotations
 
