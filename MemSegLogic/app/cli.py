@@ -5,6 +5,7 @@
     memseg echo A4C.dcm --point 160,120 -o lv.seq.nrrd        (x,y[,frame] in pixels of a frame)
     memseg weights list | fetch NAME | verify [NAME] | delete NAME
     memseg demo -o demo-output/
+    memseg batch cohort.csv -o results/ --workers 2    (a cohort on Ray; README: Cohort runs)
 
 For ``segment``, coordinates are RAS millimetres, as Slicer shows them; for ``echo`` (2D+t cine
 loops) they are pixel columns and rows of a frame, with an optional frame index. Points on different slices of the prompt's
@@ -223,6 +224,22 @@ def _demo(args) -> int:
     return 0
 
 
+def _batch(args) -> int:
+    from ..batch import run_batch
+    from ..batch.summary import SUMMARY_CSV
+
+    try:
+        report = run_batch(args.manifest, args.output, address=args.address, workers=args.workers,
+                           gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+                           device=args.device, quiet=args.quiet)
+    except (KeyboardInterrupt, _Terminated) as stop:
+        print(f"memseg: interrupted: running cases cancelled, finished outputs kept; summary so far in "
+              f"{args.output}/{SUMMARY_CSV}", file=sys.stderr)
+        return 143 if isinstance(stop, _Terminated) else 130
+    print(report.summary(), file=sys.stderr)
+    return 1 if report.counts["failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..training.command import add_train_memsam_parser
 
@@ -234,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_memsam_parser(commands)
     _add_weights_parser(commands)
     _add_demo_parser(commands)
+    _add_batch_parser(commands)
     return parser
 
 
@@ -321,6 +339,24 @@ def _add_demo_parser(subparsers) -> None:
     demo.add_argument("--model", default=None, help="default: medsam2-pretrain if its weights are present, else medsam-lite")
     demo.add_argument("--device", default="auto")
     demo.set_defaults(run=_demo)
+
+
+def _add_batch_parser(subparsers) -> None:
+    """`memseg batch`: a cohort from a CSV manifest, on Ray (README: Cohort runs)."""
+    batch = subparsers.add_parser("batch", help="segment a cohort listed in a CSV manifest, on Ray")
+    batch.add_argument("manifest", help="CSV: one case a row (columns image, point/box or seed_labelmap, reference...)")
+    batch.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder: CASE.seg.nrrd, summary.csv, summary.json")
+    batch.add_argument("--address", default=None, metavar="auto|ray://HOST:PORT",
+                       help="an existing Ray cluster: auto (the one this machine is part of) or ray://HOST:PORT; "
+                            "default: a local Ray on this machine")
+    batch.add_argument("--workers", type=_count(1), default=1, metavar="N", help="actors, each holding a loaded model (default 1)")
+    batch.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs each worker reserves (e.g. 1 or 0.5)")
+    batch.add_argument("--cpus-per-worker", type=_count(1), default=None, metavar="C",
+                       help="CPU cores each worker reserves (default: locally the cores shared out, on a cluster 1)")
+    batch.add_argument("--device", default="auto",
+                       help="auto (the GPU a worker reserves with --gpus-per-worker; without one Ray hides the GPUs: "
+                            "CPU), cuda or cpu")
+    batch.set_defaults(run=_batch)
 
 
 _COORDINATE_OPTIONS = ("--point", "--negative", "--box")  # RAS values may start with a minus

@@ -1,5 +1,5 @@
 """Small numeric rules shared by the 3D and cine paths: probabilities from logits, the threshold
-that turns them into masks, and the Dice overlap that scores masks against each other."""
+that turns them into masks, and the Dice overlap and volume that score masks against each other."""
 
 from __future__ import annotations
 
@@ -31,3 +31,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a) > 0, np.asarray(b) > 0
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def volume_ml(mask: np.ndarray, spacing) -> float:
+    """Volume of a binary mask in millilitres, from the voxel spacing in mm."""
+    return int(np.count_nonzero(mask)) * float(np.prod(spacing)) / 1000.0
