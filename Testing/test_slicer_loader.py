@@ -52,9 +52,13 @@ class ScriptedEffectAdaptor:
     EditorEffects/qSlicerSegmentEditorScriptedEffect.cxx)."""
 
     registered = []
+    parameter_node = None  # the Segment Editor's vtkMRMLSegmentEditorNode, once a scene exists
 
     def __init__(self, parent):
         self._self = None
+
+    def parameterSetNode(self):  # qSlicerSegmentEditorAbstractEffect::parameterSetNode (Q_INVOKABLE)
+        return ScriptedEffectAdaptor.parameter_node
 
     def setPythonSource(self, path):
         assert path.endswith(".py")
@@ -84,15 +88,24 @@ def install_standins():
     sys.modules[effects_adaptor.__name__] = effects_adaptor
     qt = types.ModuleType("qt")
 
-    class QTimer:  # what the effects' __init__ uses: QTimer.setInterval (a slot), PythonQt's connect
+    class QTimer:  # QTimer's slots setInterval/start/stop, PythonQt's connect/disconnect
         def __init__(self, parent=None):
-            self.interval, self.connections = 0, []
+            self.interval, self.connections, self.active = 0, [], False
 
         def setInterval(self, milliseconds):
             self.interval = milliseconds
 
+        def start(self):
+            self.active = True
+
+        def stop(self):
+            self.active = False
+
         def connect(self, signal, slot):
             self.connections.append((signal, slot))
+
+        def disconnect(self, signal, slot):
+            self.connections.remove((signal, slot))
 
     qt.QTimer = QTimer
     sys.modules["qt"] = qt
@@ -139,6 +152,14 @@ def install_standins():
 
     slicer.app = Application()
 
+    # slicer.i18n (Base/Python/slicer/i18n.py): tr/translate return the text when no translation
+    # is installed, which is what this stand-in does.
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.tr = lambda text: text
+    i18n.translate = lambda context, text: text
+    sys.modules[i18n.__name__] = i18n
+    slicer.i18n = i18n
+
 
 def load_scripted_module(path):
     """qSlicerScriptedLoadableModule::setPythonSource (Base/QTGUI/qSlicerScriptedLoadableModule.cxx):
@@ -169,6 +190,71 @@ print("registered", names)
 for adaptor in ScriptedEffectAdaptor.registered:  # the Segment Editor clones each effect per view
     clone = adaptor.self().clone()
     print("cloned", type(clone.self()).__name__, clone.self().scriptedEffect.name)
+
+# Scene hygiene (issue 13, defect 5): what an effect shows goes on deactivate, on scene close and
+# on cleanup, and a running task is stopped. Real MRML scene, volume, segmentation, slice node.
+import time
+
+import numpy as np
+from MemSegLogic.mrml import headlessScene
+from MemSegLogic.runtime.background import BackgroundTask
+
+scene, application_logic, logics = headlessScene()
+slicer.mrmlScene = scene
+slicer.app.applicationLogic = lambda: application_logic
+slicer.modules = types.SimpleNamespace(**{n.lower(): types.SimpleNamespace(logic=(lambda l=l: l))
+                                          for n, l in logics.items()})
+volume = slicer.util.addVolumeFromArray(np.zeros((8, 40, 40), np.int16), ijkToRAS=np.eye(4), name="vol")
+segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+segment_id = segmentation.GetSegmentation().AddEmptySegment("s", "s")
+editor_node = scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+editor_node.SetAndObserveSegmentationNode(segmentation)
+editor_node.SetAndObserveSourceVolumeNode(volume)
+editor_node.SetSelectedSegmentID(segment_id)
+ScriptedEffectAdaptor.parameter_node = editor_node
+slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+slice_node = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+slice_node.SetDimensions(400, 300, 1)
+slice_node.SetFieldOfView(80.0, 60.0, 1.0)
+slice_node.SetOrientation("Axial")
+slice_node.JumpSliceByCentering(20.0, 20.0, 4.0)
+effect = next(a.self() for a in ScriptedEffectAdaptor.registered if a.self().NAME == "MedSAM-2")
+
+
+def helper_nodes():
+    return sorted(node.GetName() for node in scene.GetNodes() if not node.GetSaveWithScene()
+                  and (node.IsA("vtkMRMLMarkupsNode") or node.IsA("vtkMRMLSegmentationNode")))
+
+
+def show_prompt_and_preview():
+    effect.activate()
+    effect._addClick(slice_node, positive=[[200, 150]], negative=[[220, 150]])
+    mask = np.zeros((8, 40, 40), np.uint8)
+    mask[2:6, 10:30, 10:30] = 1
+    finished = types.SimpleNamespace(mask=mask, ijk_to_ras=np.eye(4), slices_visited=4, seconds=1.0, device="cpu")
+    effect._showResult(finished)  # what the task runner calls with a finished run's result
+
+
+def slow(progress, cancel):
+    while not cancel.is_set():
+        time.sleep(0.01)
+    raise RuntimeError("cancelled")
+
+
+show_prompt_and_preview()
+print("shown", helper_nodes())
+effect.deactivate()
+print("after deactivate", helper_nodes(), effect.previewNode, effect.clicks.empty)
+show_prompt_and_preview()
+task = BackgroundTask(slow)
+effect.runner.start(task, lambda result: "done")
+scene.InvokeEvent(slicer.vtkMRMLScene.StartCloseEvent)  # what vtkMRMLScene::Clear fires first
+print("after scene close", helper_nodes(), effect.previewNode, effect.clicks.empty, effect.runner.running,
+      task.cancel_event.is_set(), effect.runner.timer.active)
+show_prompt_and_preview()
+effect.cleanup()
+print("after cleanup", helper_nodes(), effect.runner.timer.connections)
 '''
 
 
@@ -189,6 +275,16 @@ def test_slicer_registers_and_clones_both_effects(replayed_startup):
     assert "registered ['SegmentEditorMedSAM2Effect', 'SegmentEditorMemSAMEffect']" in replayed_startup
     assert "cloned SegmentEditorMedSAM2Effect MedSAM-2" in replayed_startup
     assert "cloned SegmentEditorMemSAMEffect MemSAM (cine)" in replayed_startup
+
+
+def test_effects_leave_nothing_behind(replayed_startup):
+    """Issue 13, defect 5: deactivate, scene close and cleanup remove the prompt markers and the
+    preview; scene close also stops a running task; cleanup disconnects the poll timer."""
+    shown = next(line for line in replayed_startup if line.startswith("shown "))
+    assert "MemSeg positive" in shown and "MemSeg negative" in shown and "MemSeg preview" in shown
+    assert "after deactivate [] None True" in replayed_startup
+    assert "after scene close [] None True False True False" in replayed_startup
+    assert "after cleanup [] []" in replayed_startup
 
 
 def test_weights_folder_setting_applies_from_startup(replayed_startup):
