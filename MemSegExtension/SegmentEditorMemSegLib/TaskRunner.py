@@ -57,7 +57,8 @@ class TaskRunner:
 
     def poll(self):
         if self.task is None:
-            self.timer.stop()
+            if self.timer is not None:
+                self.timer.stop()
             return
         if self.onTick is not None:
             self.onTick()
@@ -95,9 +96,12 @@ class TaskRunner:
         if self.task is not None:
             self.task.cancel()
         self.task = None
-        self.timer.stop()
+        if self.timer is not None:
+            self.timer.stop()
 
     def cleanup(self):
-        """The panel goes away: abandon the task and disconnect the timer."""
+        """The panel goes away: abandon the task and disconnect the timer (once)."""
         self.abandon()
-        self.timer.disconnect("timeout()", self.poll)
+        if self.timer is not None:
+            self.timer.disconnect("timeout()", self.poll)
+            self.timer = None
