@@ -438,3 +438,35 @@ def test_qt_listing_covers_every_qt_class_the_extension_uses():
     assert used and used <= set(listing["classes"]), used - set(listing["classes"])
     assert listing["source"].startswith("PySide6 ")
 
+
+
+def test_slicer_widget_calls_exist_in_slicers_headers():
+    """What MemSeg.py calls on Slicer's widgets (node selectors, markups place widgets, the
+    Segment Editor widget it saves undo states through) exists in those classes' headers under
+    PythonQt's rule (Testing/slicer_api/slicer_widgets_listing.json, generated from Slicer's
+    sources), or in Qt's QWidget for what they inherit from it."""
+    import ast
+    import json
+
+    listing = json.loads((REPO / "Testing" / "slicer_api" / "slicer_widgets_listing.json").read_text(encoding="utf-8"))
+    qt_widget = set(json.loads((REPO / "Testing" / "slicer_api" / "qt_listing.json").read_text(
+        encoding="utf-8"))["classes"]["QWidget"])
+
+    def reachable(class_name):
+        names = set()
+        while class_name in listing["classes"]:
+            names |= set(listing["classes"][class_name]["attributes"])
+            class_name = listing["classes"][class_name]["base"]
+        assert class_name == "QWidget"
+        return names | qt_widget | {"connect", "disconnect", "className"}
+
+    tree = ast.parse((REPO / "MemSegExtension" / "MemSeg.py").read_text(encoding="utf-8"))
+    used = {"selector": set(), "placeWidget": set(), "editor": set()}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in used:
+            used[node.value.id].add(node.attr)
+    assert {"segmentationNode", "setSegmentationNode", "saveStateForUndo"} <= used["editor"]
+    for variable, class_name in (("selector", "qMRMLNodeComboBox"), ("placeWidget", "qSlicerMarkupsPlaceWidget"),
+                                 ("editor", "qMRMLSegmentEditorWidget")):
+        missing = used[variable] - reachable(class_name)
+        assert not missing, f"{class_name} has no {sorted(missing)} ({listing['classes'][class_name]['header']})"
