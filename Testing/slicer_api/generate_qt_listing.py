@@ -1,5 +1,8 @@
 """Writes qt_listing.json: the attributes Python code can reach on the Qt classes MemSeg's Slicer
-layer uses, read from the real Qt API through PySide6 (Qt 6, the Qt of Slicer 5.10 and later).
+layer uses, read from the real Qt API through PySide6 (Qt 6). Slicer's official builds use Qt 5.15 up to
+5.10 and Qt 5.15 or 6.8 from 5.12 on (Slicer's CMakeLists.txt, Slicer_REQUIRED_QT_VERSION): this
+listing does not show members Qt 6 added or removed (PySide2, Qt 5.15's, has no wheel for
+Python 3.11+), so keep to API both have.
 
 Slicer exposes Qt to Python through PythonQt, whose rule is: a class's methods, public slots,
 signals, Q_INVOKABLE methods, enums, and its Q_PROPERTYs as plain attributes (``button.enabled``).
