@@ -16,24 +16,14 @@ import traceback
 import ctk
 import qt
 import slicer
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-
-try:
-    from slicer.i18n import tr as _
-    from slicer.i18n import translate
-except ImportError:  # Slicer without the i18n helpers
-
-    def _(text):
-        return text
-
-    def translate(context, text):
-        return text
-
 
 NEW_SEGMENT_NAME = "MemSeg"
 DEVICE_SETTING = "MemSeg/Device"  # read by the Segment Editor effect too
@@ -170,17 +160,21 @@ def ensureDependencies(askConfirmation=True):
     return True
 
 
+def segmentEditorWidget():
+    """The Segment Editor module's editor (a qMRMLSegmentEditorWidget), where users undo segment
+    edits; None in a Slicer without that module."""
+    module = getattr(slicer.modules, "segmenteditor", None)
+    if module is None:
+        return None
+    return module.widgetRepresentation().self().editor
+
+
 def _checkpointName(checkpoint):
     if isinstance(checkpoint, str):
         return checkpoint
     if isinstance(checkpoint, dict):
         return checkpoint["name"]
     return checkpoint.name
-
-
-def _isCancellation(error):
-    errors = sys.modules.get("MemSegLogic.errors")
-    return errors is not None and isinstance(error, errors.SegmentationCancelled)
 
 
 #
@@ -223,18 +217,24 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self._task = None  # the running MemSegLogic.runtime.background.BackgroundTask
-        self._finish = None  # what runs on the main thread with its result
-        self._what = ""
         self._queue = []  # segmentations still to run (a batch)
         self._observedSegmentation = None
-        self._timer = qt.QTimer()
-        self._timer.setInterval(100)
-        self._timer.connect("timeout()", self._pollTask)
+        self._undoSegmentation = None  # the last Apply's, when it went to MemSeg's own undo history
+        # The task runner the effects use too (SegmentEditorMemSegLib sits next to this file).
+        from SegmentEditorMemSegLib.TaskRunner import TaskRunner
+
+        self.runner = TaskRunner(self._show, onIdle=self._onTaskEnded)
 
     # ------------------------------------------------------------------ setup
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        _ensureLogicImportable()
+        from MemSegLogic.runtime.slicer_support import slicer_version_problem
+
+        versionProblem = slicer_version_problem((slicer.app.majorVersion, slicer.app.minorVersion))
+        if versionProblem:
+            logging.error(versionProblem)
+            self.layout.addWidget(qt.QLabel(versionProblem))
 
         # Inputs
         inputsButton = ctk.ctkCollapsibleButton()
@@ -350,7 +350,12 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.batchButton.toolTip = _("Segment every volume in the scene from the same seed points / box (e.g. "
                                      "registered follow-up scans), each into its own segmentation; volumes "
                                      "the seeds do not fall inside are skipped.")
-        self.layout.addLayout(self._hbox(self.applyButton, self.batchButton))
+        self.undoButton = qt.QPushButton(_("Undo"))
+        self.undoButton.toolTip = _("Undo the last Apply. (An Apply into the segmentation the Segment Editor "
+                                    "edits is undone there instead, with its Undo button or Ctrl+Z.)")
+        self.undoButton.enabled = False
+        self.undoButton.connect("clicked(bool)", self.onUndoButton)
+        self.layout.addLayout(self._hbox(self.applyButton, self.batchButton, self.undoButton))
         self.effectButton = qt.QPushButton(_("Open the MedSAM-2 effect in the Segment Editor"))
         self.effectButton.toolTip = _("Click on the structure in a slice view instead of placing markups.")
         self.effectButton.connect("clicked(bool)", self.onOpenEffect)
@@ -378,6 +383,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.pointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._updateApplyEnabled)
         self.roiSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.roiPlaceWidget.setCurrentNode)
         self.roiSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._updateApplyEnabled)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.batchButton.connect("clicked(bool)", self.onBatchButton)
         self.cancelButton.connect("clicked(bool)", self.onCancelButton)
@@ -392,9 +398,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateApplyEnabled()
 
     def cleanup(self):
-        if self._task is not None:
-            self._task.cancel()
-        self._timer.stop()
+        self.runner.cleanup()
         self.removeObservers()
 
     # ---------------------------------------------------------------- helpers
@@ -503,10 +507,11 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.segmentCombo.blockSignals(wasBlocked)
 
     def _updateApplyEnabled(self, *unused):
-        running = self._task is not None
+        running = self.runner.running
         hasPrompt = self.pointsSelector.currentNode() is not None or self.roiSelector.currentNode() is not None
         self.applyButton.enabled = (not running) and self.volumeSelector.currentNode() is not None and hasPrompt
         self.batchButton.enabled = (not running) and hasPrompt
+        self.undoButton.enabled = (not running) and self._undoSegmentation is not None
         if self.volumeSelector.currentNode() is None:
             self.applyButton.toolTip = _("Select an input volume.")
         elif not hasPrompt:
@@ -535,7 +540,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ---------------------------------------------------------------- actions
     def onApplyButton(self):
         volumeNode = self.volumeSelector.currentNode()
-        if self._task is not None:
+        if self.runner.running:
             return
         if volumeNode is None:
             slicer.util.errorDisplay(_("Select an input volume first."))
@@ -545,15 +550,15 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                      roiNode=self.roiSelector.currentNode())
             segmentationNode = self._segmentationNodeFor(volumeNode)
         except Exception as error:
-            self._showError(error, traceback.format_exc())
+            self._showError(error)
             return
-        self._queue = [(volumeNode, prompt, segmentationNode, self.segmentCombo.currentData)]
+        self._queue = [(volumeNode, prompt, segmentationNode, self.segmentCombo.currentData, True)]
         self._startNextSegmentation()
 
     def onBatchButton(self):
         """The same seeds on every volume of the scene, one after the other, each into a new
         segmentation named after its volume."""
-        if self._task is not None:
+        if self.runner.running:
             return
         mrml = _importMrml()
         volumeNodes = [node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
@@ -562,7 +567,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             plan = mrml.batchPrompts(volumeNodes, pointsNode=self.pointsSelector.currentNode(),
                                      roiNode=self.roiSelector.currentNode())
         except Exception as error:
-            self._showError(error, traceback.format_exc())
+            self._showError(error)
             return
         skipped = [f"{node.GetName()}: {reason}" for node, prompt, reason in plan if prompt is None]
         runs = [(node, prompt) for node, prompt, _reason in plan if prompt is not None]
@@ -580,12 +585,12 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                                   volumeNode.GetName() + " MemSeg")
             segmentationNode.CreateDefaultDisplayNodes()
             segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-            self._queue.append((volumeNode, prompt, segmentationNode, ""))
+            self._queue.append((volumeNode, prompt, segmentationNode, "", False))  # new nodes: MemSeg's undo
         self._startNextSegmentation()
 
     def _startNextSegmentation(self):
-        """Start the first queued (volume, prompt, segmentation, segment id) on the worker."""
-        volumeNode, prompt, segmentationNode, segmentId = self._queue.pop(0)
+        """Start the first queued (volume, prompt, segmentation, segment id, undo in the editor?) on the worker."""
+        volumeNode, prompt, segmentationNode, segmentId, undoInEditor = self._queue.pop(0)
         try:
             _ensureLogicImportable()
             import MemSegLogic
@@ -594,7 +599,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             volume = _importMrml().volumeFromNode(volumeNode, referenceNode=segmentationNode)
         except Exception as error:
             self._queue = []
-            self._showError(error, traceback.format_exc())
+            self._showError(error)
             return
         # The worker gets plain arrays; the target is fixed now, so changing the selectors while
         # it runs changes nothing.
@@ -603,66 +608,81 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             MemSegLogic.segment_volume, volume, prompt, model=model, preset=self.presetCombo.currentData or None,
             device=self.deviceCombo.currentText, speed=MemSegLogic.SpeedOptions(input_size=settingsInputSize(model)))
         self._start(task, volumeNode.GetName(),
-                    lambda result: self._writeResult(result, volumeNode, segmentationNode, segmentId, volume.ijk_to_ras))
+                    lambda result: self._writeResult(result, volumeNode, segmentationNode, segmentId, volume.ijk_to_ras,
+                                                     undoInEditor))
 
-    def _writeResult(self, result, volumeNode, segmentationNode, segmentId, ijkToRAS):
-        """On the main thread: the finished segmentation into its segment, as one undoable edit."""
+    def _writeResult(self, result, volumeNode, segmentationNode, segmentId, ijkToRAS, undoInEditor=False):
+        """On the main thread: the finished segmentation into its segment, as one undoable edit, in
+        the Segment Editor's undo history where `mrml.undoHistoryFor` says so, else in MemSeg's."""
         if segmentationNode.GetScene() is None:
             raise RuntimeError(_("the segmentation was deleted while MemSeg ran"))
         if not segmentId or segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
             segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", NEW_SEGMENT_NAME)
-        _importMrml().writeMaskToSegment(result.mask, ijkToRAS, segmentationNode, segmentId, volumeNode)
+        mrml = _importMrml()
+        editor = segmentEditorWidget() if undoInEditor else None
+        history = mrml.undoHistoryFor(segmentationNode, editor.segmentationNode() if editor else None,
+                                      editorAvailable=editor is not None)
+        saveStateForUndo = None
+        if history == mrml.SEGMENT_EDITOR_UNDO:
+            if editor.segmentationNode() is None:
+                editor.setSegmentationNode(segmentationNode)
+                editor.setSourceVolumeNode(volumeNode)
+            saveStateForUndo = editor.saveStateForUndo
+        mrml.writeMaskToSegment(result.mask, ijkToRAS, segmentationNode, segmentId, volumeNode,
+                                saveStateForUndo=saveStateForUndo)
+        self._undoSegmentation = segmentationNode if history == mrml.MEMSEG_UNDO else None
         logging.info("MemSeg: %s wrote %d voxels from %d slices with %s on %s in %.1f s", segmentId,
                      int(result.mask.sum()), result.slices_visited, result.model, result.device, result.seconds)
         if self.segmentationSelector.currentNode() is segmentationNode:
             self.segmentCombo.currentIndex = max(self.segmentCombo.findData(segmentId), 0)
+        undoHint = (_("Undo it in the Segment Editor (Undo, Ctrl+Z).") if history == mrml.SEGMENT_EDITOR_UNDO
+                    else _("Undo it with the Undo button here."))
         return _("{volume}: done in {seconds:.0f} s on {device}.").format(
-            volume=volumeNode.GetName(), seconds=result.seconds, device=result.device)
+            volume=volumeNode.GetName(), seconds=result.seconds, device=result.device) + " " + undoHint
 
     def _start(self, task, what, finish):
-        """Poll ``task`` from the timer; ``finish(result)`` runs on the main thread when it
-        succeeds and returns the status text."""
-        self._task, self._finish, self._what = task, finish, what
-        self.progressBar.value = 0
-        self.statusLabel.text = _("Starting...")
+        """Run ``task`` on the shared task runner; ``finish(result)`` runs on the main thread when
+        it succeeds and returns the status text. A failure or Cancel stops a batch too."""
+        self.runner.start(task, finish, what, failed=lambda error: self._queue.clear())
         self._setRunning(True)
-        self._timer.start()
 
-    def _pollTask(self):
-        if self._task is None:
-            self._timer.stop()
-            return
-        self.progressBar.value, status = self._task.status()
-        self.statusLabel.text = f"{self._what}: {status}"
-        if not self._task.done:
-            return
-        self._timer.stop()
-        task, self._task = self._task, None
-        try:
-            self.statusLabel.text = self._finish(task.result())
-            self.progressBar.value = 100
-        except Exception as error:
-            self._queue = []  # a failure or Cancel stops a batch too
-            self.progressBar.value = 0
-            if _isCancellation(error):
-                self.statusLabel.text = _("Cancelled: nothing was changed.")
-            else:
-                self._showError(error, task.traceback_text or traceback.format_exc())
-        finally:
-            self._setRunning(False)
+    def _onTaskEnded(self):
+        self._setRunning(False)
         if self._queue:
             self._startNextSegmentation()
 
-    def _showError(self, error, trace):
-        logging.error("MemSeg failed:\n%s", trace)
-        self.statusLabel.text = _("Failed: ") + str(error)
-        slicer.util.errorDisplay(str(error), detailedText=trace)
+    def _show(self, progress, text):
+        if progress is not None:
+            self.progressBar.value = progress
+        if text is not None:
+            self.statusLabel.text = text
+
+    def _showError(self, error):
+        from SegmentEditorMemSegLib.TaskRunner import showError
+
+        showError(error, traceback.format_exc(), lambda text: self._show(None, text))
+
+    def onSceneStartClose(self, caller=None, event=None):
+        """The scene is closing: a running segmentation stops (its target goes with the scene),
+        queued ones are dropped, and there is nothing left to undo here."""
+        self._queue = []
+        if self.runner.running:
+            self.runner.abandon()
+            self._show(0, _("The scene was closed: the run was stopped."))
+            self._setRunning(False)
+        self._undoSegmentation = None
+        self._updateApplyEnabled()
+
+    def onUndoButton(self):
+        """Undo the last Apply that went to MemSeg's own undo history."""
+        if self._undoSegmentation is not None and _importMrml().undoLastEdit(self._undoSegmentation):
+            self.statusLabel.text = _("Undone.")
+        self._undoSegmentation = None
+        self._updateApplyEnabled()
 
     def onCancelButton(self):
-        if self._task is not None:
-            self._task.cancel()
+        if self.runner.cancel():
             self.cancelButton.enabled = False
-            self.statusLabel.text = _("Cancelling...")
 
     def onOpenEffect(self):
         slicer.util.selectModule("SegmentEditor")
@@ -706,7 +726,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onDownloadCheckpoint(self):
         name = self._selectedCheckpoint()
-        if name is None or self._task is not None:
+        if name is None or self.runner.running:
             return
         from MemSegLogic.runtime import background, checkpoints
 
@@ -732,7 +752,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             checkpoints.delete_checkpoint(name)
         except Exception as error:
-            self._showError(error, traceback.format_exc())
+            self._showError(error)
         self._populateCheckpoints()
 
 

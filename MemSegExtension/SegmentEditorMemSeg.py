@@ -91,12 +91,12 @@ class SegmentEditorMemSegTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Preview (on MemSeg's worker thread)")
         effect.self().onPreview()
-        task = effect.self().task
+        task = effect.self().runner.task
         self.assertIsNotNone(task)
         while not task.done:  # the UI stays live while it runs
             slicer.app.processEvents()
             task.wait(0.1)
-        effect.self()._pollTask()
+        effect.self().runner.poll()
         self.assertIsNotNone(effect.self().previewResult, effect.self().statusLabel.text)
 
         effect.self().onApply()

@@ -3,7 +3,7 @@
 The extension is configured and built against Testing/SlicerStub, a small
 stand-in for Slicer's CMake (it is NOT Slicer): it checks the extension
 metadata, that every listed script/resource exists, copies them into
-lib/Slicer-5.8/qt-scripted-modules and byte-compiles the scripts, so a syntax
+lib/Slicer-5.10/qt-scripted-modules and byte-compiles the scripts, so a syntax
 error fails the build.
 
 Run: python -m pytest Testing/test_extension_build.py -q
@@ -22,7 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 STUB_DIR = REPO / "Testing" / "SlicerStub"
-QT_SCRIPTED_MODULES = Path("lib") / "Slicer-5.8" / "qt-scripted-modules"
+QT_SCRIPTED_MODULES = Path("lib") / "Slicer-5.10" / "qt-scripted-modules"
 
 CMAKE = shutil.which("cmake")
 # project(MemSeg) enables C and CXX, as in every Slicer extension, so CMake
@@ -76,7 +76,7 @@ def _run(args, timeout=600):
     )
 
 
-def _configure(source_dir, build_dir):
+def _configure(source_dir, build_dir, *options):
     return _run(
         [
             CMAKE,
@@ -84,6 +84,7 @@ def _configure(source_dir, build_dir):
             "-B", build_dir,
             f"-DSlicer_DIR={STUB_DIR}",
             f"-DPython3_EXECUTABLE={sys.executable}",
+            *options,
         ]
     )
 
@@ -307,23 +308,37 @@ def test_module_runs_models_off_the_ui_thread_and_writes_on_it():
     for name in methods:
         assert not {"segmentVolumeNode", "processEvents"} & set(called(name)), name
     assert "BackgroundTask" in called("_startNextSegmentation")
-    assert "writeMaskToSegment" in called("_writeResult") and "result" in called("_pollTask")
+    assert "writeMaskToSegment" in called("_writeResult") and "start" in called("_start")
     assert "BackgroundTask" in called("onDownloadCheckpoint")
     assert "cancel" in called("onCancelButton")
+
+
+EFFECT_HOOKS = ("clone", "icon", "helpText", "setupOptionsFrame", "createCursor", "setMRMLDefaults",
+                "updateGUIFromMRML", "updateMRMLFromGUI", "processInteractionEvents", "activate",
+                "deactivate", "cleanup")
+
+
+def _effect_methods(file_name, class_name):
+    """The effect class's methods, with those it inherits from MemSeg's effect base class (which
+    derives from Slicer's AbstractScriptedSegmentEditorEffect)."""
+    folder = REPO / "MemSegExtension" / "SegmentEditorMemSegLib"
+    base_tree = ast.parse((folder / "MemSegEffect.py").read_text(encoding="utf-8"))
+    (base,) = [n for n in base_tree.body if isinstance(n, ast.ClassDef) and n.name == "MemSegEffect"]
+    assert [b.id for b in base.bases] == ["AbstractScriptedSegmentEditorEffect"]
+    tree = ast.parse((folder / file_name).read_text(encoding="utf-8"))
+    (effect,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name]
+    assert [b.id for b in effect.bases] == ["MemSegEffect"]
+    methods = {n.name: n for n in base.body if isinstance(n, ast.FunctionDef)}
+    methods.update({n.name: n for n in effect.body if isinstance(n, ast.FunctionDef)})
+    return methods
 
 
 def test_effect_follows_the_scripted_effect_pattern_and_applies_once_undoably():
     """Static checks of what only a Slicer build can run: the effect class has the hooks the
     editor calls, and Apply saves one undo state before writing through the editor (masking,
     overwrite), instead of writing the segment directly."""
-    path = REPO / "MemSegExtension" / "SegmentEditorMemSegLib" / "SegmentEditorMedSAM2Effect.py"
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    (effect,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SegmentEditorMedSAM2Effect"]
-    assert [b.id for b in effect.bases] == ["AbstractScriptedSegmentEditorEffect"]
-    methods = {n.name: n for n in effect.body if isinstance(n, ast.FunctionDef)}
-    for hook in ("clone", "icon", "helpText", "setupOptionsFrame", "createCursor", "setMRMLDefaults",
-                 "updateGUIFromMRML", "updateMRMLFromGUI", "processInteractionEvents", "activate",
-                 "deactivate", "cleanup"):
+    methods = _effect_methods("SegmentEditorMedSAM2Effect.py", "SegmentEditorMedSAM2Effect")
+    for hook in EFFECT_HOOKS:
         assert hook in methods, f"the effect lacks {hook}()"
     calls = [n.func.attr for n in ast.walk(methods["onApply"]) if isinstance(n, ast.Call)
              and isinstance(n.func, ast.Attribute)]
@@ -338,14 +353,8 @@ def test_cine_effect_runs_on_the_worker_and_records_through_the_sequence_adapter
     BackgroundTask of segment_sequence (no processEvents loop, nothing computed on the UI thread)
     and the finished task is written by mrml_sequence.writeSequenceResult, with the editor's
     parameter node so masking and overwrite apply."""
-    path = REPO / "MemSegExtension" / "SegmentEditorMemSegLib" / "SegmentEditorMemSAMEffect.py"
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    (effect,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SegmentEditorMemSAMEffect"]
-    assert [b.id for b in effect.bases] == ["AbstractScriptedSegmentEditorEffect"]
-    methods = {n.name: n for n in effect.body if isinstance(n, ast.FunctionDef)}
-    for hook in ("clone", "icon", "helpText", "setupOptionsFrame", "createCursor", "setMRMLDefaults",
-                 "updateGUIFromMRML", "updateMRMLFromGUI", "processInteractionEvents", "activate",
-                 "deactivate", "cleanup"):
+    methods = _effect_methods("SegmentEditorMemSAMEffect.py", "SegmentEditorMemSAMEffect")
+    for hook in EFFECT_HOOKS:
         assert hook in methods, f"the cine effect lacks {hook}()"
 
     def called(method):
@@ -356,8 +365,9 @@ def test_cine_effect_runs_on_the_worker_and_records_through_the_sequence_adapter
         assert "processEvents" not in called(name) and "segmentSequence" not in called(name), name
     assert "BackgroundTask" in called("onApply") and "cineFromBrowser" in called("onApply")
     assert "segment_sequence" in ast.unparse(methods["onApply"])
-    assert {"result", "writeSequenceResult"} <= set(called("_pollTask"))
-    assert "parameterSetNode" in ast.unparse(methods["_pollTask"])  # the editor node goes to the write
+    assert "start" in called("onApply") and "_record" in ast.unparse(methods["onApply"])
+    assert "writeSequenceResult" in called("_record")
+    assert "parameterSetNode" in ast.unparse(methods["_record"])  # the editor node goes to the write
     assert "cancel" in called("onCancel")
     registering = (REPO / "MemSegExtension" / "SegmentEditorMemSeg.py").read_text(encoding="utf-8")
     assert "SegmentEditorMemSAMEffect.py" in registering
@@ -391,6 +401,24 @@ def test_catalog_entry_matches_schema_and_cmake():
     homepage = _cmake_set_value("EXTENSION_HOMEPAGE").rstrip("/")
     assert entry["scm_url"].removesuffix(".git").rstrip("/") == homepage
     assert _cmake_set_value("EXTENSION_DEPENDS") == "PyTorch"
+
+
+def test_minimum_slicer_version_is_declared_once_and_enforced(tmp_path):
+    """Issue 13, defect 3: vtkSlicerSegmentEditorLogic exists since Slicer 5.10; CMake, the logic's
+    rule and README's install section state the same minimum, and CMake refuses an older Slicer."""
+    from MemSegLogic.runtime.slicer_support import MINIMUM_SLICER_VERSION, slicer_version_problem
+
+    minimum = ".".join(map(str, MINIMUM_SLICER_VERSION))
+    assert _cmake_set_value("MEMSEG_MINIMUM_SLICER_VERSION") == minimum
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    install = readme.split("## Install in 3D Slicer", 1)[1].split("\n## ", 1)[0]
+    assert f"Slicer {minimum} or later" in install
+    assert slicer_version_problem((5, 10, 0)) is None and slicer_version_problem((5, 13)) is None
+    assert "5.10 or later" in slicer_version_problem((5, 8, 1))
+    if CMAKE is None or not HAVE_COMPILERS:
+        pytest.skip("cmake or a C/C++ compiler is not available")
+    configured = _configure(REPO, tmp_path / "old", "-DSlicer_STUB_VERSION_MINOR=8")
+    assert configured.returncode != 0 and "needs Slicer 5.10 or later" in configured.stderr, _output(configured)
 
 
 def test_requirements_have_no_pins():

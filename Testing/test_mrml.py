@@ -118,6 +118,48 @@ def test_one_undo_restores_previous_state(slicer_scene):
     assert not _segment_array(segmentation, organ, node).any()
 
 
+def test_module_apply_is_undone_in_the_segment_editors_history(slicer_scene):
+    """Issue 13, defect 3: an Apply saved into the Segment Editor's history is undone by the
+    editor's Undo. The editor widget's ``saveStateForUndo``/``undo`` slots call its own
+    vtkSlicerSegmentEditorLogic's ``SaveStateForUndo``/``Undo`` (qMRMLSegmentEditorWidget.cxx);
+    a second real logic of that class, editing this segmentation, plays the widget's here."""
+    from MemSegLogic.mrml import segmentEditorNode, undoLastEdit, writeMaskToSegment
+
+    array = _phantom()
+    node = _add_volume(array, GEOMETRIES["oblique"])
+    segmentation, (organ,) = _new_segmentation(node, "organ")
+    first = np.zeros(array.shape, np.uint8)
+    first[2:5, 3:9, 4:10] = 1
+    writeMaskToSegment(first, GEOMETRIES["oblique"], segmentation, organ, node)  # MemSeg's own history
+    editorLogic = slicer.vtkSlicerSegmentEditorLogic()
+    editorLogic.SetMRMLScene(slicer.mrmlScene)
+    editorLogic.SetSegmentEditorNode(segmentEditorNode())
+    editorLogic.SetSegmentationNode(segmentation)
+    second = np.zeros(array.shape, np.uint8)
+    second[6:10, 8:15, 10:20] = 1
+    writeMaskToSegment(second, GEOMETRIES["oblique"], segmentation, organ, node,
+                       saveStateForUndo=editorLogic.SaveStateForUndo)
+    np.testing.assert_array_equal(_segment_array(segmentation, organ, node), second)
+    assert editorLogic.CanUndo()
+    editorLogic.Undo()
+    np.testing.assert_array_equal(_segment_array(segmentation, organ, node), first)
+    # The write went to one history only: MemSeg's still holds just the first write.
+    assert undoLastEdit(segmentation)
+    assert not _segment_array(segmentation, organ, node).any()
+    assert not undoLastEdit(segmentation)
+
+
+def test_undo_history_is_the_editors_unless_it_edits_another_segmentation(slicer_scene):
+    from MemSegLogic.mrml import MEMSEG_UNDO, SEGMENT_EDITOR_UNDO, undoHistoryFor
+
+    mine = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    other = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    assert undoHistoryFor(mine, mine) == SEGMENT_EDITOR_UNDO
+    assert undoHistoryFor(mine, None) == SEGMENT_EDITOR_UNDO  # the editor is then pointed at it
+    assert undoHistoryFor(mine, other) == MEMSEG_UNDO  # switching would drop other's history
+    assert undoHistoryFor(mine, None, editorAvailable=False) == MEMSEG_UNDO
+
+
 def test_prompt_from_markups_lands_on_the_voxel(slicer_scene):
     from MemSegLogic.mrml import promptFromMarkups, volumeFromNode
 

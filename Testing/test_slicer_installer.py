@@ -3,7 +3,7 @@
 `MemSeg.ensureDependencies` is imported from the real module file and run against the real plan
 (`MemSegLogic.runtime.dependencies`) for an environment that lacks two packages. Stand-ins, named
 as such, take the place of what would change this Python: `slicer.packaging.pip_ensure` (Slicer
-5.11+; the signature of Slicer's Base/Python/slicer/packaging.py) and `slicer.util.pip_install`,
+5.12+; the signature of Slicer's Base/Python/slicer/packaging.py) and `slicer.util.pip_install`,
 both recording what they were asked and marking the package installed; the dialogs answer OK.
 `slicer.packaging` is registered as a submodule only, as in Slicer, where nothing imports it at
 startup.
@@ -35,6 +35,10 @@ def slicer_application(monkeypatch):
                  "ScriptedLoadableModuleTest"):
         setattr(loadable, name, type(name, (), {}))
     monkeypatch.setitem(sys.modules, loadable.__name__, loadable)
+    i18n = types.ModuleType("slicer.i18n")  # Base/Python/slicer/i18n.py with no translation installed
+    i18n.tr = lambda text: text
+    i18n.translate = lambda context, text: text
+    monkeypatch.setitem(sys.modules, i18n.__name__, i18n)
     monkeypatch.setattr(slicer, "app", types.SimpleNamespace(majorVersion=5, minorVersion=12,
                                                              testingEnabled=lambda: False), raising=False)
     shown = []

@@ -3,9 +3,13 @@ Editor effects, and each effect loaded from its source file the way Slicer's C++
 
 Slicer's Qt application cannot run here, so its loaders are replayed in Python, each from the C++
 function named in its docstring, in a fresh interpreter (a child process) with Slicer's rule for
-`sys.path` (every scripted module's folder is on it). Real MRML comes from slicer-core; `qt`,
-`SegmentEditorEffects`, `slicer.ScriptedLoadableModule` and the effect adaptor are stand-ins,
-named as such, holding only what Slicer's classes do on these paths.
+`sys.path` (every scripted module's folder is on it). Real MRML comes from slicer-core (scene,
+volume, segmentation, slice node, the segment editor logic that writes and undoes), real VTK
+interactor events, real model weights. STAND-INS, named as such: `qt` (API-checked: only the
+attributes Qt's real API has, from Testing/slicer_api/qt_listing.json), `SegmentEditorEffects`,
+`slicer.ScriptedLoadableModule`, `slicer.i18n`, the effect adaptor (qSlicerSegmentEditorScriptedEffect)
+and the slice widget, holding only what Slicer's classes do on these paths. Not Slicer: run
+Testing/run_in_slicer.sh in a real one.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import warnings
 import slicer  # real MRML (slicer-core)
 
 EXTENSION = sys.argv[1]
+SLICER_API = sys.argv[2]
 sys.path.insert(0, EXTENSION)  # Slicer puts each scripted module's folder on sys.path
 
 
@@ -52,9 +57,51 @@ class ScriptedEffectAdaptor:
     EditorEffects/qSlicerSegmentEditorScriptedEffect.cxx)."""
 
     registered = []
+    parameter_node = None  # the Segment Editor's vtkMRMLSegmentEditorNode, once a scene exists
 
     def __init__(self, parent):
         self._self = None
+
+    editor_logic = None  # the editor widget's vtkSlicerSegmentEditorLogic (real), once a scene exists
+    options = []
+
+    # qSlicerSegmentEditorAbstractEffect's Q_INVOKABLEs the effects call
+    # (Modules/Loadable/Segmentations/EditorEffects/qSlicerSegmentEditorAbstractEffect.h)
+    def parameterSetNode(self):
+        return ScriptedEffectAdaptor.parameter_node
+
+    def addOptionsWidget(self, widget):
+        ScriptedEffectAdaptor.options.append(widget)
+
+    def addLabeledOptionsWidget(self, label, widget):
+        ScriptedEffectAdaptor.options.append(widget)
+
+    def _key(self, name):  # parameters live on the editor node as "<effect name>.<parameter>"
+        return f"{self.name}.{name}"
+
+    def setParameterDefault(self, name, value):
+        if self.parameterSetNode().GetAttribute(self._key(name)) is None:
+            self.setParameter(name, value)
+
+    def setParameter(self, name, value):
+        self.parameterSetNode().SetAttribute(self._key(name), str(value))
+
+    def parameter(self, name):
+        return self.parameterSetNode().GetAttribute(self._key(name)) or ""
+
+    def integerParameter(self, name):
+        return int(self.parameter(name) or 0)
+
+    def confirmCurrentSegmentVisible(self):  # the segment is shown: ConfirmedWithoutDialog
+        return 1
+
+    def saveStateForUndo(self):  # the editor widget's slot: its logic's SaveStateForUndo
+        ScriptedEffectAdaptor.editor_logic.SaveStateForUndo()
+
+    def modifySelectedSegmentByLabelmap(self, labelmap, mode, bypassMasking=False):
+        node = self.parameterSetNode()
+        ScriptedEffectAdaptor.editor_logic.ModifySegmentByLabelmap(
+            node.GetSegmentationNode(), node.GetSelectedSegmentID(), labelmap, mode, True, bypassMasking)
 
     def setPythonSource(self, path):
         assert path.endswith(".py")
@@ -82,19 +129,10 @@ def install_standins():
     effects_adaptor = types.ModuleType("qSlicerSegmentationsEditorEffectsPythonQt")
     effects_adaptor.qSlicerSegmentEditorScriptedEffect = ScriptedEffectAdaptor
     sys.modules[effects_adaptor.__name__] = effects_adaptor
-    qt = types.ModuleType("qt")
+    sys.path.insert(0, SLICER_API)
+    import qt_standin  # API-checked stand-in for PythonQt's qt (Testing/slicer_api)
 
-    class QTimer:  # what the effects' __init__ uses: QTimer.setInterval (a slot), PythonQt's connect
-        def __init__(self, parent=None):
-            self.interval, self.connections = 0, []
-
-        def setInterval(self, milliseconds):
-            self.interval = milliseconds
-
-        def connect(self, signal, slot):
-            self.connections.append((signal, slot))
-
-    qt.QTimer = QTimer
+    qt = qt_standin.qt_module()
     sys.modules["qt"] = qt
 
     # SegmentEditorEffects (Slicer's package): the base class as Slicer defines it
@@ -139,6 +177,14 @@ def install_standins():
 
     slicer.app = Application()
 
+    # slicer.i18n (Base/Python/slicer/i18n.py): tr/translate return the text when no translation
+    # is installed, which is what this stand-in does.
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.tr = lambda text: text
+    i18n.translate = lambda context, text: text
+    sys.modules[i18n.__name__] = i18n
+    slicer.i18n = i18n
+
 
 def load_scripted_module(path):
     """qSlicerScriptedLoadableModule::setPythonSource (Base/QTGUI/qSlicerScriptedLoadableModule.cxx):
@@ -169,6 +215,157 @@ print("registered", names)
 for adaptor in ScriptedEffectAdaptor.registered:  # the Segment Editor clones each effect per view
     clone = adaptor.self().clone()
     print("cloned", type(clone.self()).__name__, clone.self().scriptedEffect.name)
+
+# Scene hygiene (issue 13, defect 5): what an effect shows goes on deactivate, on scene close and
+# on cleanup, and a running task is stopped. Real MRML scene, volume, segmentation, slice node.
+import time
+
+import numpy as np
+from MemSegLogic.mrml import headlessScene
+from MemSegLogic.runtime.background import BackgroundTask
+
+scene, application_logic, logics = headlessScene()
+slicer.mrmlScene = scene
+slicer.app.applicationLogic = lambda: application_logic
+slicer.modules = types.SimpleNamespace(**{n.lower(): types.SimpleNamespace(logic=(lambda l=l: l))
+                                          for n, l in logics.items()})
+volume = slicer.util.addVolumeFromArray(np.zeros((8, 40, 40), np.int16), ijkToRAS=np.eye(4), name="vol")
+segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+segment_id = segmentation.GetSegmentation().AddEmptySegment("s", "s")
+editor_node = scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+editor_node.SetAndObserveSegmentationNode(segmentation)
+editor_node.SetAndObserveSourceVolumeNode(volume)
+editor_node.SetSelectedSegmentID(segment_id)
+ScriptedEffectAdaptor.parameter_node = editor_node
+slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+slice_node = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+slice_node.SetDimensions(400, 300, 1)
+slice_node.SetFieldOfView(80.0, 60.0, 1.0)
+slice_node.SetOrientation("Axial")
+slice_node.JumpSliceByCentering(20.0, 20.0, 4.0)
+effect = next(a.self() for a in ScriptedEffectAdaptor.registered if a.self().NAME == "MedSAM-2")
+
+
+def helper_nodes():
+    return sorted(node.GetName() for node in scene.GetNodes() if not node.GetSaveWithScene()
+                  and (node.IsA("vtkMRMLMarkupsNode") or node.IsA("vtkMRMLSegmentationNode")))
+
+
+def show_prompt_and_preview():
+    effect.activate()
+    effect._addClick(slice_node, positive=[[200, 150]], negative=[[220, 150]])
+    mask = np.zeros((8, 40, 40), np.uint8)
+    mask[2:6, 10:30, 10:30] = 1
+    finished = types.SimpleNamespace(mask=mask, ijk_to_ras=np.eye(4), slices_visited=4, seconds=1.0, device="cpu")
+    effect._showResult(finished)  # what the task runner calls with a finished run's result
+
+
+def slow(progress, cancel):
+    while not cancel.is_set():
+        time.sleep(0.01)
+    raise RuntimeError("cancelled")
+
+
+show_prompt_and_preview()
+print("shown", helper_nodes())
+effect.deactivate()
+print("after deactivate", helper_nodes(), effect.previewNode, effect.clicks.empty)
+show_prompt_and_preview()
+task = BackgroundTask(slow)
+effect.runner.start(task, lambda result: "done")
+scene.InvokeEvent(slicer.vtkMRMLScene.StartCloseEvent)  # what vtkMRMLScene::Clear fires first
+print("after scene close", helper_nodes(), effect.previewNode, effect.clicks.empty, effect.runner.running,
+      task.cancel_event.is_set(), effect.runner.timer.active)
+show_prompt_and_preview()
+timer = effect.runner.timer
+effect.cleanup()
+effect.cleanup()  # Slicer may clean an effect up more than once
+print("after cleanup", helper_nodes(), effect.runner.timer, timer._connections)
+
+# The MedSAM-2 effect end to end: options frame, recorded slice-view events (click, Shift-click,
+# Ctrl-drag) through processInteractionEvents, Preview on the worker (real medsam-lite weights),
+# Apply, Undo, Cancel, deactivate; the saved scene holds none of its helper nodes.
+import vtk
+
+array = np.zeros((8, 40, 40), np.int16)
+array[2:6, 12:28, 12:28] = 400  # a bright block under the prompt
+slicer.util.updateVolumeFromArray(volume, array)
+editor_logic = slicer.vtkSlicerSegmentEditorLogic()
+editor_logic.SetMRMLScene(scene)
+editor_logic.SetSegmentEditorNode(editor_node)
+editor_logic.SetSegmentationNode(segmentation)
+editor_logic.SetSourceVolumeNode(volume)
+ScriptedEffectAdaptor.editor_logic = editor_logic
+slicer.qSlicerSegmentEditorAbstractEffect = types.SimpleNamespace(
+    ModificationModeSet=slicer.vtkSlicerSegmentEditorLogic.ModificationModeSet)
+effect = next(a.self() for a in ScriptedEffectAdaptor.registered if a.self().NAME == "MedSAM-2").clone().self()
+effect.setupOptionsFrame()
+effect.setMRMLDefaults()
+effect.updateGUIFromMRML()
+effect.scriptedEffect.setParameter("Model", "medsam-lite")
+effect.scriptedEffect.setParameter("Axes", 1)
+effect.updateGUIFromMRML()
+print("options", len(ScriptedEffectAdaptor.options), effect.modelCombo.currentText, effect.axesCombo.currentData)
+effect.activate()
+
+
+class SliceWidget:  # stand-in for qMRMLSliceWidget: what processInteractionEvents reads
+    def className(self):
+        return "qMRMLSliceWidget"
+
+    def sliceLogic(self):
+        return types.SimpleNamespace(GetSliceNode=lambda: slice_node)
+
+
+view, interactor = SliceWidget(), vtk.vtkGenericRenderWindowInteractor()
+
+
+def event(eventId, x, y, ctrl=0, shift=0, key=None):
+    interactor.SetEventInformation(x, y, ctrl, shift, "\0" if key is None else key[0], 0, key)
+    return effect.processInteractionEvents(interactor, eventId, view)
+
+
+press, release = vtk.vtkCommand.LeftButtonPressEvent, vtk.vtkCommand.LeftButtonReleaseEvent
+consumed = [event(press, 200, 150), event(release, 200, 150),
+            event(press, 275, 150, shift=1), event(release, 275, 150, shift=1),
+            event(press, 150, 100, ctrl=1), event(release, 250, 200, ctrl=1)]
+print("events", consumed, effect.clicks.prompts()[0].points.tolist() if hasattr(effect.clicks.prompts()[0], "points")
+      else len(effect.clicks.prompts()), helper_nodes())
+
+
+def run_preview():
+    event(vtk.vtkCommand.KeyPressEvent, 0, 0, key="p")
+    task = effect.runner.task
+    while not task.done:
+        effect.runner.poll()
+        time.sleep(0.05)
+    effect.runner.poll()
+    return task
+
+
+run_preview()
+preview_voxels = int(np.count_nonzero(slicer.util.arrayFromSegmentBinaryLabelmap(
+    effect.previewNode, effect.previewNode.GetSegmentation().GetNthSegmentID(0), volume))) if effect.previewNode else 0
+written = lambda: int(np.count_nonzero(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume)))
+print("preview", preview_voxels, written(), effect.statusLabel.text[:8])
+scene.SetSaveToXMLString(1)
+scene.Commit()
+saved = scene.GetSceneXMLString()
+print("saved scene has helpers", "MemSeg" in saved, "has user nodes", 'name="vol"' in saved)
+event(vtk.vtkCommand.KeyPressEvent, 0, 0, key="Return")
+print("applied", written(), effect.previewNode is None, helper_nodes())
+editor_logic.Undo()
+print("undone", written())
+effect._addClick(slice_node, positive=[[200, 150]])
+event(vtk.vtkCommand.KeyPressEvent, 0, 0, key="p")
+event(vtk.vtkCommand.KeyPressEvent, 0, 0, key="Escape")
+task = effect.runner.task
+task.wait(120)
+effect.runner.poll()
+print("cancelled", effect.statusLabel.text, effect.previewNode is None, written())
+effect.deactivate()
+print("deactivated", helper_nodes())
 '''
 
 
@@ -178,7 +375,8 @@ def replayed_startup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("replay")
     script = folder / "replay.py"
     script.write_text(textwrap.dedent(_REPLAY))
-    completed = subprocess.run([sys.executable, str(script), str(REPO / "MemSegExtension")], capture_output=True,
+    completed = subprocess.run([sys.executable, str(script), str(REPO / "MemSegExtension"),
+                                str(REPO / "Testing" / "slicer_api")], capture_output=True,
                                text=True, timeout=300, cwd=folder,
                                env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
     assert completed.returncode == 0, completed.stderr
@@ -191,7 +389,84 @@ def test_slicer_registers_and_clones_both_effects(replayed_startup):
     assert "cloned SegmentEditorMemSAMEffect MemSAM (cine)" in replayed_startup
 
 
+def test_effects_leave_nothing_behind(replayed_startup):
+    """Issue 13, defect 5: deactivate, scene close and cleanup remove the prompt markers and the
+    preview; scene close also stops a running task; cleanup disconnects the poll timer."""
+    shown = next(line for line in replayed_startup if line.startswith("shown "))
+    assert "MemSeg positive" in shown and "MemSeg negative" in shown and "MemSeg preview" in shown
+    assert "after deactivate [] None True" in replayed_startup
+    assert "after scene close [] None True False True False" in replayed_startup
+    assert "after cleanup [] None []" in replayed_startup  # the poll timer disconnected
+
+
+def test_medsam2_effect_end_to_end_through_slice_view_events(replayed_startup):
+    """The MedSAM-2 effect as the Segment Editor drives it, with API-checked Qt stand-ins
+    (Testing/slicer_api) and real MRML: its options frame reads and writes its parameters on the
+    editor node; a click and a Shift-click are points, a Ctrl-drag a box (each shown as a marker);
+    P previews on the worker with the real medsam-lite weights (the bright block under the prompt);
+    the saved scene holds no helper node; Enter applies through the editor logic; the editor's
+    Undo empties the segment; Esc cancels a second run, which leaves nothing; deactivate clears."""
+    assert "options 9 medsam-lite 1" in replayed_startup
+    events = next(line for line in replayed_startup if line.startswith("events "))
+    assert events.startswith("events [True, False, True, False, True, True]")
+    assert "'MemSeg positive'" in events and "'MemSeg negative'" in events and "'MemSeg box" in events
+    preview = next(line for line in replayed_startup if line.startswith("preview ")).split()
+    assert 500 < int(preview[1]) <= 4 * 16 * 16 and preview[2] == "0"  # shown, not yet written
+    assert "saved scene has helpers False has user nodes True" in replayed_startup
+    applied = next(line for line in replayed_startup if line.startswith("applied ")).split()
+    assert applied[1] == preview[1] and applied[2:] == ["True", "[]"]
+    assert "undone 0" in replayed_startup
+    assert "cancelled Cancelled: nothing was changed. True 0" in replayed_startup
+    assert "deactivated []" in replayed_startup
+
+
 def test_weights_folder_setting_applies_from_startup(replayed_startup):
     """The module's weights-folder setting reaches MemSegLogic (effects, console) once Slicer has
     started, without the module's panel ever being opened."""
     assert "weights folder True" in replayed_startup
+
+
+def test_qt_listing_covers_every_qt_class_the_extension_uses():
+    """The API-checked qt stand-in knows every Qt class our Slicer files name (a new one must be
+    added to Testing/slicer_api/generate_qt_listing.py and the listing regenerated)."""
+    import json
+    import re
+
+    listing = json.loads((REPO / "Testing" / "slicer_api" / "qt_listing.json").read_text(encoding="utf-8"))
+    used = {name for path in (REPO / "MemSegExtension").rglob("*.py")
+            for name in re.findall(r"\bqt\.([A-Z][A-Za-z]+)", path.read_text(encoding="utf-8"))}
+    assert used and used <= set(listing["classes"]), used - set(listing["classes"])
+    assert listing["source"].startswith("PySide6 ")
+
+
+
+def test_slicer_widget_calls_exist_in_slicers_headers():
+    """What MemSeg.py calls on Slicer's widgets (node selectors, markups place widgets, the
+    Segment Editor widget it saves undo states through) exists in those classes' headers under
+    PythonQt's rule (Testing/slicer_api/slicer_widgets_listing.json, generated from Slicer's
+    sources), or in Qt's QWidget for what they inherit from it."""
+    import ast
+    import json
+
+    listing = json.loads((REPO / "Testing" / "slicer_api" / "slicer_widgets_listing.json").read_text(encoding="utf-8"))
+    qt_widget = set(json.loads((REPO / "Testing" / "slicer_api" / "qt_listing.json").read_text(
+        encoding="utf-8"))["classes"]["QWidget"])
+
+    def reachable(class_name):
+        names = set()
+        while class_name in listing["classes"]:
+            names |= set(listing["classes"][class_name]["attributes"])
+            class_name = listing["classes"][class_name]["base"]
+        assert class_name == "QWidget"
+        return names | qt_widget | {"connect", "disconnect", "className"}
+
+    tree = ast.parse((REPO / "MemSegExtension" / "MemSeg.py").read_text(encoding="utf-8"))
+    used = {"selector": set(), "placeWidget": set(), "editor": set()}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in used:
+            used[node.value.id].add(node.attr)
+    assert {"segmentationNode", "setSegmentationNode", "saveStateForUndo"} <= used["editor"]
+    for variable, class_name in (("selector", "qMRMLNodeComboBox"), ("placeWidget", "qSlicerMarkupsPlaceWidget"),
+                                 ("editor", "qMRMLSegmentEditorWidget")):
+        missing = used[variable] - reachable(class_name)
+        assert not missing, f"{class_name} has no {sorted(missing)} ({listing['classes'][class_name]['header']})"

@@ -1,7 +1,6 @@
 """What MemSeg's Segment Editor effects share on the Qt side: the mouse grammar in slice views
 (click = point, Shift + click = background point, Ctrl + drag = box), the markups that show a
-prompt in every view, polling the worker task, and the device chosen in the MemSeg module's
-settings."""
+prompt in every view, and the settings chosen in the MemSeg module."""
 
 import slicer
 import vtk
@@ -69,21 +68,6 @@ class PromptMarkers:
             if node.GetScene() is not None:
                 slicer.mrmlScene.RemoveNode(node)
         self.nodes = {}
-
-
-def takeFinishedTask(effect):
-    """One tick of an effect's poll timer: show ``effect.task``'s progress and status; once it is
-    done, stop the timer and hand the task over (``effect.task`` becomes None). None while it runs."""
-    if effect.task is None:
-        effect.timer.stop()
-        return None
-    effect.progressBar.value, status = effect.task.status()
-    effect._say(status)
-    if not effect.task.done:
-        return None
-    effect.timer.stop()
-    task, effect.task = effect.task, None
-    return task
 
 
 def settingsDevice():

@@ -9,25 +9,25 @@ the segment editor logic by `mrml_sequence.writeSequenceResult` on the main thre
 """
 
 import logging
-import os
 
+import ctk
 import qt
 import slicer
-import vtk
-from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
+from slicer.i18n import tr as _
 
-from SegmentEditorMemSegLib.PromptMarkers import PromptMarkers, SliceViewClicks, settingsDevice, takeFinishedTask
+from SegmentEditorMemSegLib.MemSegEffect import MemSegEffect
+from SegmentEditorMemSegLib.PromptMarkers import settingsDevice
 
 __all__ = ["SegmentEditorMemSAMEffect"]
 
 DEFAULT_MODEL = "memsam"
 SHORTCUTS = (
-    ("Left click", "add a point on the structure (on the frame shown)"),
-    ("Shift + left click", "add a background (negative) point"),
-    ("Ctrl + left drag", "draw a box"),
-    ("Enter", "segment all frames"),
-    ("Esc", "cancel the run"),
-    ("C", "clear the prompt"),
+    (_("Left click"), _("add a point on the structure (on the frame shown)")),
+    (_("Shift + left click"), _("add a background (negative) point")),
+    (_("Ctrl + left drag"), _("draw a box")),
+    (_("Enter"), _("segment all frames")),
+    (_("Esc"), _("cancel the run")),
+    ("C", _("clear the prompt")),
 )
 
 
@@ -45,82 +45,55 @@ def _logic():
     return MemSegLogic, background, mrml, mrml_sequence, sequence, slice_view
 
 
-class SegmentEditorMemSAMEffect(AbstractScriptedSegmentEditorEffect):
+class SegmentEditorMemSAMEffect(MemSegEffect):
+    NAME = "MemSAM (cine)"
+    MARKER_PREFIX = "MemSeg cine"
+
     def __init__(self, scriptedEffect):
-        scriptedEffect.name = "MemSAM (cine)"
-        scriptedEffect.perSegment = True
-        scriptedEffect.requireSegments = True
-        AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
-        self.clicks = None
+        MemSegEffect.__init__(self, scriptedEffect)
         self.promptFrame = None  # the frame the clicks were made on
-        self.task = None
-        self.taskTarget = None  # (browser, segmentation, segment id) the running task writes into
-        self.markers = PromptMarkers("MemSeg cine")
-        self.mouse = SliceViewClicks()
-        self.timer = qt.QTimer()
-        self.timer.setInterval(100)
-        self.timer.connect("timeout()", self._pollTask)
-
-    def clone(self):
-        import qSlicerSegmentationsEditorEffectsPythonQt as effects
-
-        clonedEffect = effects.qSlicerSegmentEditorScriptedEffect(None)
-        clonedEffect.setPythonSource(__file__.replace("\\", "/"))
-        return clonedEffect
-
-    def icon(self):
-        iconPath = os.path.join(os.path.dirname(__file__), "SegmentEditorMemSAMEffect.png")
-        return qt.QIcon(iconPath) if os.path.exists(iconPath) else qt.QIcon()
 
     def helpText(self):
         rows = "".join(f"<tr><td><b>{key}</b></td><td>{action}</td></tr>" for key, action in SHORTCUTS)
-        return (
-            "<html>Segment a structure (e.g. the left ventricle) on every frame of a cine loop from a "
+        return "<html>" + _(
+            "Segment a structure (e.g. the left ventricle) on every frame of a cine loop from a "
             "prompt on one frame (MemSAM: SAM with a space-time memory; forward and backward in time).<br>"
             "The source volume must be a sequence's proxy (a loaded echo DICOM cine or .seq.nrrd). Go to "
             "the frame where the structure is clearest, click on it, then <b>Segment all frames</b>. The "
             "result is recorded as a segmentation sequence in the same browser; masking and overwrite "
             "settings apply on every frame. MemSAM needs weights trained on your data "
             "(<code>memseg train-memsam</code>); SAM 2 / LiteMedSAM models run zero-shot."
-            f"<p><table>{rows}</table></html>"
-        )
+        ) + f"<p><table>{rows}</table></html>"
 
     # ---------------------------------------------------------------------- options panel
     def setupOptionsFrame(self):
         self.modelCombo = qt.QComboBox()
-        self.modelCombo.toolTip = ("memsam: the weights folder's memsam.pth (your trained MemSAM); other "
-                                   "models propagate zero-shot (not trained on cine loops)")
-        self.scriptedEffect.addLabeledOptionsWidget("Model:", self.modelCombo)
-
-        import ctk
+        self.modelCombo.toolTip = _("memsam: the weights folder's memsam.pth (your trained MemSAM); other "
+                                    "models propagate zero-shot (not trained on cine loops)")
+        self.scriptedEffect.addLabeledOptionsWidget(_("Model:"), self.modelCombo)
 
         self.weightsPath = ctk.ctkPathLineEdit()
         self.weightsPath.filters = ctk.ctkPathLineEdit.Files
-        self.weightsPath.nameFilters = ["MemSAM checkpoint (*.pth *.pt)"]
-        self.weightsPath.toolTip = "Optional: a MemSAM checkpoint file to use instead of the weights folder's"
-        self.scriptedEffect.addLabeledOptionsWidget("MemSAM weights:", self.weightsPath)
+        self.weightsPath.nameFilters = [_("MemSAM checkpoint") + " (*.pth *.pt)"]
+        self.weightsPath.toolTip = _("Optional: a MemSAM checkpoint file to use instead of the weights folder's")
+        self.scriptedEffect.addLabeledOptionsWidget(_("MemSAM weights:"), self.weightsPath)
 
         self.memoryFramesSpin = qt.QSpinBox()
         self.memoryFramesSpin.setRange(1, 1000)
-        self.memoryFramesSpin.toolTip = ("Frames MemSAM reads from memory: the first plus the latest. Loops up "
-                                         "to this length + 1 are computed exactly as the reference does")
-        self.scriptedEffect.addLabeledOptionsWidget("Memory frames:", self.memoryFramesSpin)
+        self.memoryFramesSpin.toolTip = _("Frames MemSAM reads from memory: the first plus the latest. Loops up "
+                                          "to this length + 1 are computed exactly as the reference does")
+        self.scriptedEffect.addLabeledOptionsWidget(_("Memory frames:"), self.memoryFramesSpin)
 
-        self.negativeCheckBox = qt.QCheckBox("Clicks mark background")
+        self.negativeCheckBox = qt.QCheckBox(_("Clicks mark background"))
         self.scriptedEffect.addOptionsWidget(self.negativeCheckBox)
 
-        self.progressBar = qt.QProgressBar()
-        self.progressBar.setRange(0, 100)
-        self.statusLabel = qt.QLabel("Show the frame where the structure is clearest and click on it.")
-        self.statusLabel.wordWrap = True
-        self.scriptedEffect.addOptionsWidget(self.progressBar)
-        self.scriptedEffect.addOptionsWidget(self.statusLabel)
+        self._addProgressWidgets(_("Show the frame where the structure is clearest and click on it."))
 
-        self.applyButton = qt.QPushButton("Segment all frames")
+        self.applyButton = qt.QPushButton(_("Segment all frames"))
         self.applyButton.connect("clicked()", self.onApply)
-        self.clearButton = qt.QPushButton("Clear prompt")
+        self.clearButton = qt.QPushButton(_("Clear prompt"))
         self.clearButton.connect("clicked()", self.onClearPrompt)
-        self.cancelButton = qt.QPushButton("Cancel")
+        self.cancelButton = qt.QPushButton(_("Cancel"))
         self.cancelButton.connect("clicked()", self.onCancel)
         row = qt.QHBoxLayout()
         for button in (self.applyButton, self.clearButton, self.cancelButton):
@@ -145,9 +118,6 @@ class SegmentEditorMemSAMEffect(AbstractScriptedSegmentEditorEffect):
         for name in names:
             self.modelCombo.addItem(name)
 
-    def createCursor(self, widget):
-        return slicer.util.mainWindow().cursor
-
     def setMRMLDefaults(self):
         self.scriptedEffect.setParameterDefault("CineModel", DEFAULT_MODEL)
         self.scriptedEffect.setParameterDefault("CineWeights", "")
@@ -169,38 +139,15 @@ class SegmentEditorMemSAMEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.setParameter("CineWeights", self.weightsPath.currentPath)
 
     def activate(self):
-        *_, slice_view = _logic()
-        if self.clicks is None:
-            self.clicks = slice_view.ClickedPrompt()
+        MemSegEffect.activate(self)
         if self._browser() is None:
-            self._say("The source volume is not a sequence's frame: load a cine loop (echo DICOM, .seq.nrrd) and "
-                      "select its proxy volume as the source volume.")
-
-    def deactivate(self):
-        self.onCancel()
-        self.markers.clear()
-
-    def cleanup(self):
-        self.timer.stop()
-        self.timer.disconnect("timeout()", self._pollTask)
+            self._say(_("The source volume is not a sequence's frame: load a cine loop (echo DICOM, .seq.nrrd) "
+                        "and select its proxy volume as the source volume."))
 
     # ---------------------------------------------------------------------- interaction
-    def processInteractionEvents(self, callerInteractor, eventId, viewWidget):
-        if viewWidget.className() != "qMRMLSliceWidget":
-            return False
-        if eventId == vtk.vtkCommand.KeyPressEvent:  # also while running: Esc cancels
-            actions = {"Return": self.onApply, "KP_Enter": self.onApply, "Escape": self.onCancel,
-                       "c": self.onClearPrompt, "C": self.onClearPrompt}
-            action = actions.get(callerInteractor.GetKeySym())
-            if action is not None:
-                action()
-            return action is not None
-        if self.task is not None:
-            return False
-        consumed, click = self.mouse.event(callerInteractor, eventId, self.negativeCheckBox.checked)
-        if click is not None:
-            self._addClick(viewWidget.sliceLogic().GetSliceNode(), **click)
-        return consumed
+    def keyActions(self):
+        return {"Return": self.onApply, "KP_Enter": self.onApply, "Escape": self.onCancel,
+                "c": self.onClearPrompt, "C": self.onClearPrompt}
 
     def _browser(self):
         parameters = self.scriptedEffect.parameterSetNode()
@@ -210,16 +157,18 @@ class SegmentEditorMemSAMEffect(AbstractScriptedSegmentEditorEffect):
         return slicer.modules.sequences.logic().GetFirstBrowserNodeForProxyNode(volumeNode)
 
     def _addClick(self, sliceNode, positive=(), negative=(), box=None):
-        _, _, mrml, _, sequence, _ = _logic()
+        logic = _logic()
+        mrml, sequence = logic[2], logic[4]
         browser = self._browser()
         if browser is None:
-            self._say("Select the proxy volume of a cine loop as the source volume.")
+            self._say(_("Select the proxy volume of a cine loop as the source volume."))
             return
         frame = max(browser.GetSelectedItemNumber(), 0)
         if self.promptFrame is not None and frame != self.promptFrame:
             # MemSAM starts from one prompted frame: clicks on a new frame start a new prompt
             self.onClearPrompt()
-            self._say(f"New prompt on frame {frame} (the one on frame {self.promptFrame} was cleared).")
+            self._say(_("New prompt on frame {frame} (the one on frame {previous} was cleared).").format(
+                frame=frame, previous=self.promptFrame))
         volumeNode = self.scriptedEffect.parameterSetNode().GetSourceVolumeNode()
         try:
             prompt = mrml.promptFromSliceView(volumeNode, sliceNode, positive, negative, box)
@@ -229,30 +178,34 @@ class SegmentEditorMemSAMEffect(AbstractScriptedSegmentEditorEffect):
             return
         self.promptFrame = frame
         self.markers.show(sliceNode, positive, negative, box)
-        self._say(f"Prompt on frame {frame}: Segment all frames (Enter) or add more clicks.")
+        self._say(_("Prompt on frame {frame}: Segment all frames (Enter) or add more clicks.").format(frame=frame))
         self._updateButtons()
 
     # ---------------------------------------------------------------------- actions
     def onClearPrompt(self):
-        if self.task is not None:
+        if self.runner.running:
             return
-        if self.clicks is not None:
-            self.clicks.clear()
-        self.promptFrame = None
-        self.markers.clear()
-        self._say("Prompt cleared. Click on the structure on the frame shown.")
+        self._clearPrompt()
+        self._say(_("Prompt cleared. Click on the structure on the frame shown."))
         self._updateButtons()
 
+    def _clearPrompt(self):
+        MemSegEffect._clearPrompt(self)
+        self.promptFrame = None
+
     def onApply(self):
-        if self.task is not None or self.clicks is None or self.clicks.empty:
+        if self.runner.running or self.clicks is None or self.clicks.empty:
             return
-        _, background, _, mrml_sequence, sequence, _ = _logic()
+        if not self._confirmSegmentVisible():
+            return
+        logic = _logic()
+        background, mrml_sequence, sequence = logic[1], logic[3], logic[4]
         parameters = self.scriptedEffect.parameterSetNode()
         browser = self._browser()
         segmentationNode, segmentId = parameters.GetSegmentationNode(), parameters.GetSelectedSegmentID()
         try:
             if browser is None:
-                raise ValueError("the source volume is not a sequence's proxy volume")
+                raise ValueError(_("the source volume is not a sequence's proxy volume"))
             # Read on the main thread; the worker gets plain arrays only.
             cine = mrml_sequence.cineFromBrowser(browser, referenceNode=segmentationNode)
             (prompt,) = self.clicks.prompts()
@@ -260,56 +213,34 @@ class SegmentEditorMemSAMEffect(AbstractScriptedSegmentEditorEffect):
             self._say(str(error))
             return
         model = self.scriptedEffect.parameter("CineWeights") or self.scriptedEffect.parameter("CineModel")
-        self.taskTarget = (browser, segmentationNode, segmentId)
-        self.task = background.BackgroundTask(
+        task = background.BackgroundTask(
             sequence.segment_sequence, cine, prompt, model=model, device=settingsDevice(),
             memory_frames=self.scriptedEffect.integerParameter("CineMemoryFrames"))
-        self.timer.start()
+        self.runner.start(task, lambda result: self._record(result, browser, segmentationNode, segmentId))
         self._updateButtons()
 
-    def _pollTask(self):
-        task = takeFinishedTask(self)
-        if task is None:
-            return
-        (browser, segmentationNode, segmentId), self.taskTarget = self.taskTarget, None
-        MemSegLogic, _, _, mrml_sequence, _, _ = _logic()
-        try:
-            result = task.result()
-            segmentId = mrml_sequence.writeSequenceResult(result, browser, segmentationNode, segmentId,
-                                                          self.scriptedEffect.parameterSetNode())
-        except MemSegLogic.SegmentationCancelled:
-            self._say("Cancelled: nothing was changed.")
-            self.progressBar.value = 0
-        except Exception as error:
-            logging.error("MemSeg failed:\n%s", task.traceback_text or "")
-            self._say(f"Failed: {error}")
-            slicer.util.errorDisplay(f"MemSeg could not segment the sequence: {error}",
-                                     detailedText=task.traceback_text)
-        else:
-            label = " (zero-shot: this model was not trained on cine loops)" if result.zero_shot else ""
-            self._say(f"Recorded on {len(result.masks)} frames in {result.seconds:.0f} s on {result.device}"
-                      f"{label}. Play the sequence to review it.")
-            self.clicks.clear()
-            self.promptFrame = None
-            self.markers.clear()
-        self._updateButtons()
+    def _record(self, result, browser, segmentationNode, segmentId):
+        """The finished run, written frame by frame into the segmentation sequence (main thread)."""
+        _logic()[3].writeSequenceResult(result, browser, segmentationNode, segmentId,
+                                        self.scriptedEffect.parameterSetNode())
+        self._clearPrompt()
+        label = _(" (zero-shot: this model was not trained on cine loops)") if result.zero_shot else ""
+        return _("Recorded on {frames} frames in {seconds:.0f} s on {device}{label}. Play the sequence to "
+                 "review it.").format(frames=len(result.masks), seconds=result.seconds, device=result.device,
+                                      label=label)
 
     def onCancel(self):
-        if self.task is not None:
-            self.task.cancel()
-            self._say("Cancelling...")
+        self.runner.cancel()
         self._updateButtons()
 
     # ---------------------------------------------------------------------- helpers
-    def _say(self, text):
-        self.statusLabel.text = text
-
     def _updateButtons(self):
-        running = self.task is not None
+        if not hasattr(self, "applyButton"):  # the options frame is not built yet
+            return
+        running = self.runner.running
         hasPrompt = self.clicks is not None and not self.clicks.empty
         self.applyButton.enabled = hasPrompt and not running
         self.clearButton.enabled = hasPrompt and not running
         self.cancelButton.enabled = running
         for widget in (self.modelCombo, self.weightsPath, self.memoryFramesSpin):
             widget.enabled = not running
-

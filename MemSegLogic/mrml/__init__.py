@@ -45,6 +45,8 @@ from .nodes import (
     volumeFromNode,
 )
 from .segments import (
+    MEMSEG_UNDO,
+    SEGMENT_EDITOR_UNDO,
     StreamedPreview,
     editorLogicFor,
     orientedLabelmap,
@@ -52,12 +54,14 @@ from .segments import (
     segmentEditorNode,
     segmentVolumeNode,
     showPreview,
+    undoHistoryFor,
     undoLastEdit,
     writeMaskToSegment,
 )
 from .sequences import addCineSequence, cineFromBrowser, promptFromFrameMarkups, segmentSequence, writeSequenceResult
 
 __all__ = [
+    "MEMSEG_UNDO", "SEGMENT_EDITOR_UNDO", "undoHistoryFor",
     "SCENE_BUNDLE_SUFFIX", "SEGMENTATION_SEQUENCE_SUFFIX", "SegmentationSequence", "StreamedPreview", "addCineSequence",
     "addHelperNode",
     "batchPrompts", "cineFromBrowser", "controlPointsWorld", "editorLogicFor", "headlessScene",

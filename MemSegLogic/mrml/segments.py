@@ -116,10 +116,32 @@ def removePreview(previewNode) -> None:
         previewNode.GetScene().RemoveNode(previewNode)
 
 
+# Where a module Apply is undone (`undoHistoryFor`).
+SEGMENT_EDITOR_UNDO = "segment-editor"  # the Segment Editor's undo button / Ctrl+Z
+MEMSEG_UNDO = "memseg"  # MemSeg's own history (`undoLastEdit`, the module's Undo button)
+
+
+def undoHistoryFor(segmentationNode, editorSegmentationNode, editorAvailable: bool = True) -> str:
+    """Which undo history a module Apply into ``segmentationNode`` should go to.
+
+    The user undoes segment edits in the Segment Editor, so the state is saved there whenever the
+    editor edits this segmentation or none yet (the caller then points the editor at it).
+    When the editor edits another segmentation, switching it would drop that one's undo history,
+    so the edit goes to MemSeg's own history instead."""
+    if editorAvailable and (editorSegmentationNode is None or editorSegmentationNode is segmentationNode
+                            or editorSegmentationNode.GetID() == segmentationNode.GetID()):
+        return SEGMENT_EDITOR_UNDO
+    return MEMSEG_UNDO
+
+
 def writeMaskToSegment(mask: np.ndarray, ijkToRAS: np.ndarray, segmentationNode, segmentId: str,
-                       sourceVolumeNode=None, editorNode=None, mode: str = "set") -> None:
+                       sourceVolumeNode=None, editorNode=None, mode: str = "set", saveStateForUndo=None) -> None:
     """Write a KJI mask into a segment as one undoable edit, honouring the editor's masking and
-    overwrite settings. ``mode``: "set" replaces the segment, "add" unions, "remove" erases."""
+    overwrite settings. ``mode``: "set" replaces the segment, "add" unions, "remove" erases.
+
+    ``saveStateForUndo``: what saves the undo state before the write, when it belongs in another
+    history than MemSeg's own (the Segment Editor widget's ``saveStateForUndo``, whose logic must
+    edit ``segmentationNode``); by default MemSeg's history for the node (`undoLastEdit`)."""
     if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
         raise ValueError(f"segmentation {segmentationNode.GetName()} has no segment {segmentId!r}")
     modes = {"set": slicer.vtkSlicerSegmentEditorLogic.ModificationModeSet,
@@ -133,7 +155,7 @@ def writeMaskToSegment(mask: np.ndarray, ijkToRAS: np.ndarray, segmentationNode,
         segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(sourceVolumeNode)
     labelmap = orientedLabelmap(mask, ijkToRAS)
     logic = editorLogicFor(segmentationNode, sourceVolumeNode, editorNode)
-    logic.SaveStateForUndo()
+    (saveStateForUndo or logic.SaveStateForUndo)()
     logic.ModifySegmentByLabelmap(segmentationNode, segmentId, labelmap, modes[mode], True, False)
 
 

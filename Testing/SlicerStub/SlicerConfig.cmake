@@ -21,9 +21,14 @@
 set(SlicerConfig_INCLUDED_ONCE TRUE)
 set(Slicer_STUB TRUE)
 
-# Version of the Slicer release the extension targets (only used for paths).
+# Version of the Slicer release the extension is built against (paths, and
+# the extension's minimum-version check); -DSlicer_STUB_VERSION_MINOR=8 plays
+# an older Slicer (find_package itself presets Slicer_VERSION_MINOR).
+if(NOT DEFINED Slicer_STUB_VERSION_MINOR)
+  set(Slicer_STUB_VERSION_MINOR 10)
+endif()
 set(Slicer_VERSION_MAJOR 5)
-set(Slicer_VERSION_MINOR 8)
+set(Slicer_VERSION_MINOR ${Slicer_STUB_VERSION_MINOR})
 set(Slicer_VERSION_PATCH 0)
 set(Slicer_VERSION "${Slicer_VERSION_MAJOR}.${Slicer_VERSION_MINOR}.${Slicer_VERSION_PATCH}")
 set(Slicer_MAIN_PROJECT_APPLICATION_NAME Slicer)

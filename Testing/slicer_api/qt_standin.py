@@ -1,0 +1,147 @@
+"""TEST STAND-IN for Slicer's ``qt`` module (PythonQt) -- not Qt.
+
+Each class allows exactly the attributes that qt_listing.json lists for it (generated from the
+real Qt API by generate_qt_listing.py): using anything else raises AttributeError, as it would in
+Slicer. Listed properties keep what is set; a few widgets keep the state the effects read back
+(combo box items, check state, timer activity); other listed methods accept any arguments and do
+nothing. No drawing, no events: it checks that the code speaks Qt's API, not that Qt behaves.
+"""
+
+import json
+import pathlib
+import types
+
+LISTING = json.loads((pathlib.Path(__file__).with_name("qt_listing.json")).read_text(encoding="utf-8"))
+# PythonQt's additions to every wrapped QObject (connect/disconnect a signal by its signature,
+# the C++ class name), on top of Qt's own API.
+PYTHONQT_EXTRAS = {"connect", "disconnect", "className"}
+# What an unset property reads as (the C++ default of these properties).
+PROPERTY_DEFAULTS = {"active": False, "enabled": True, "checked": False, "value": 0, "text": "", "toolTip": "", "wordWrap": False,
+                     "textVisible": True, "visible": True}
+
+
+class StandIn:
+    QT_CLASS = ""
+
+    def __init__(self, *args, **kwargs):
+        object.__setattr__(self, "_state", {})
+        object.__setattr__(self, "_connections", [])
+
+    @classmethod
+    def _allowed(cls):
+        return set(LISTING["classes"][cls.QT_CLASS]) | PYTHONQT_EXTRAS
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._allowed():
+            raise AttributeError(f"qt.{self.QT_CLASS} has no attribute {name!r} (not in Qt's API)")
+        if name in self._state:
+            return self._state[name]
+        if name in PROPERTY_DEFAULTS:
+            return PROPERTY_DEFAULTS[name]
+        return lambda *args, **kwargs: None
+
+    def __setattr__(self, name, value):
+        if name not in self._allowed():
+            raise AttributeError(f"qt.{self.QT_CLASS} has no property {name!r} (not in Qt's API)")
+        self._state[name] = value
+
+    def connect(self, signal, slot):
+        self._connections.append((signal, slot))
+
+    def disconnect(self, signal, slot):
+        self._connections.remove((signal, slot))  # PythonQt raises if it was not connected
+
+    def emit(self, signal, *args):
+        """Test helper (not Qt): call the slots connected to ``signal``."""
+        for connected, slot in list(self._connections):
+            if connected == signal:
+                slot(*args)
+
+    def blockSignals(self, block):
+        return False
+
+
+class QComboBox(StandIn):
+    QT_CLASS = "QComboBox"
+
+    def __init__(self, *args):
+        StandIn.__init__(self)
+        object.__setattr__(self, "_items", [])  # [text, data, {role: value}]
+        object.__setattr__(self, "_index", -1)
+
+    def addItem(self, text, data=None):
+        self._items.append([text, data, {}])
+        if self._index < 0:
+            object.__setattr__(self, "_index", 0)
+
+    def clear(self):
+        self._items.clear()
+        object.__setattr__(self, "_index", -1)
+
+    def findText(self, text):
+        return next((i for i, item in enumerate(self._items) if item[0] == text), -1)
+
+    def findData(self, data):
+        return next((i for i, item in enumerate(self._items) if item[1] == data), -1)
+
+    def itemData(self, index, role=None):
+        return self._items[index][1] if role is None else self._items[index][2].get(role)
+
+    def setItemData(self, index, value, role):
+        self._items[index][2][role] = value
+
+    def __getattr__(self, name):
+        if name == "count":
+            return len(self._items)
+        if name == "currentIndex":
+            return self._index
+        if name == "currentText":
+            return self._items[self._index][0] if self._index >= 0 else ""
+        if name == "currentData":
+            return self._items[self._index][1] if self._index >= 0 else None
+        return StandIn.__getattr__(self, name)
+
+    def __setattr__(self, name, value):
+        if name == "currentIndex":
+            changed = value != self._index
+            object.__setattr__(self, "_index", value)
+            if changed:
+                self.emit("currentIndexChanged(int)", value)
+            return
+        StandIn.__setattr__(self, name, value)
+
+
+class QTimer(StandIn):
+    QT_CLASS = "QTimer"
+
+    def start(self, *args):
+        self._state["active"] = True
+
+    def stop(self):
+        self._state["active"] = False
+
+    def isActive(self):
+        return self._state.get("active", False)
+
+
+def _simple(name):
+    return type(name, (StandIn,), {"QT_CLASS": name})
+
+
+def qt_module():
+    """A fresh stand-in ``qt`` module."""
+    module = types.ModuleType("qt")
+    module.__doc__ = __doc__
+    special = {"QComboBox": QComboBox, "QTimer": QTimer}
+    for name in LISTING["classes"]:
+        if name == "Qt":
+            continue
+        cls = special.get(name) or _simple(name)
+        for member in LISTING["classes"][name]:  # enum values as class attributes (qt.QAbstractItemView.SelectRows)
+            if member[:1].isupper() and not hasattr(cls, member):
+                setattr(cls, member, member)
+        setattr(module, name, cls)
+    module.Qt = types.SimpleNamespace(**{member: member for member in LISTING["classes"]["Qt"] if member[:1].isupper()})
+    return module
