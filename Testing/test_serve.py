@@ -341,7 +341,7 @@ def _get(url, token):
         return None
 
 
-def _wait_until(condition, failure: str, seconds: float = 60):
+def _wait_until(condition, failure: str, seconds: float = 180):
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, failure

@@ -54,7 +54,7 @@ class MemSegClient:
         try:
             info = self._request("GET", "/info")
         except ServerError as error:
-            if "404" in str(error):
+            if getattr(error, "status", None) == 404:
                 raise VersionMismatchError(
                     f"{self.url} does not serve MemSeg API v{protocol.API_VERSION} ({error}): is it a MemSeg server "
                     "of the same version?") from None
@@ -176,7 +176,9 @@ class MemSegClient:
             message = message or response.text[:200].strip() or response.reason
             if response.status_code in (400, 422) and isinstance(body, dict) and body.get("error_type"):
                 raise _error_of(body["error_type"], message)
-            raise ServerError(f"the MemSeg server at {self.url} answered {response.status_code}: {message}")
+            error = ServerError(f"the MemSeg server at {self.url} answered {response.status_code}: {message}")
+            error.status = response.status_code
+            raise error
         return response.content if raw else response.json()
 
 
