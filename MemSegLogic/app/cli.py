@@ -6,6 +6,7 @@
     memseg weights list | fetch NAME | verify [NAME] | delete NAME
     memseg demo -o demo-output/
     memseg batch cohort.csv -o results/ --workers 2    (a cohort on Ray; README: Cohort runs)
+    memseg serve [--host 0.0.0.0]      (then: memseg segment ... --server http://HOST:8765)
 
 For ``segment``, coordinates are RAS millimetres, as Slicer shows them; for ``echo`` (2D+t cine
 loops) they are pixel columns and rows of a frame, with an optional frame index. Points on different slices of the prompt's
@@ -79,6 +80,7 @@ def _segment(args) -> int:
     from ..core.volume import Volume
     from ..io.outputs import check_output_path, clean_text
     from ..io.segmentation_io import MASK_SUFFIXES, write_mask
+    from ..serve.command import segmenter
     from ..volume3d.segment import PropagationOptions, SpeedOptions, segment_volume
 
     check_output_path(args.output, MASK_SUFFIXES, inputs=[args.input], overwrite=args.overwrite)
@@ -93,7 +95,7 @@ def _segment(args) -> int:
                          threads=args.threads)
     progress = StderrProgress(args.quiet)
     try:
-        result = segment_volume(volume, prompts, model=args.model, device=args.device, preset=args.preset,
+        result = segmenter(args, segment_volume)(volume, prompts, model=args.model, device=args.device, preset=args.preset,
                                 threshold=args.threshold, axes=args.axes, propagation=propagation, speed=speed,
                                 progress=progress, cancel=threading.Event())
     finally:
@@ -144,6 +146,7 @@ def _echo(args) -> int:
     from ..cine.cine import Cine
     from ..cine.segment import segment_sequence
     from ..io.outputs import check_output_path, clean_text
+    from ..serve.command import segmenter
 
     check_output_path(args.output, ECHO_OUTPUT_SUFFIXES, inputs=[args.input], overwrite=args.overwrite)
     clean_text(args.segment_name, "segment name")
@@ -151,7 +154,7 @@ def _echo(args) -> int:
     cine = Cine.read(args.input, plane=args.plane)
     progress = StderrProgress(args.quiet)
     try:
-        result = segment_sequence(cine, _echo_prompt(args), model=args.model, device=args.device,
+        result = segmenter(args, segment_sequence)(cine, _echo_prompt(args), model=args.model, device=args.device,
                                   threshold=args.threshold, memory_frames=args.memory_frames,
                                   deep_update_every=args.deep_update_every, seed=args.seed, progress=progress,
                                   cancel=threading.Event())
@@ -241,6 +244,7 @@ def _batch(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..serve.command import add_remote_arguments, add_serve_parser
     from ..training.command import add_train_memsam_parser
 
     parser = argparse.ArgumentParser(prog="memseg", description="One-prompt 3D and 2D+t segmentation (MedSAM-2, LiteMedSAM, MemSAM).")
@@ -248,10 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_segment_parser(commands)
     _add_echo_parser(commands)
+    for name in ("segment", "echo"):
+        add_remote_arguments(commands.choices[name])
     add_train_memsam_parser(commands)
     _add_weights_parser(commands)
     _add_demo_parser(commands)
     _add_batch_parser(commands)
+    add_serve_parser(commands)
     return parser
 
 
