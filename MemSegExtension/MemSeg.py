@@ -30,6 +30,32 @@ DEVICE_SETTING = "MemSeg/Device"  # read by the Segment Editor effect too
 INPUT_SIZE_SETTING = "MemSeg/InputSize"  # "" = the model's own; read by the effect too
 DEFAULT_MODEL_SETTING = "MemSeg/DefaultModel"
 WEIGHTS_FOLDER_SETTING = "MemSeg/WeightsFolder"
+RUN_ON_SETTING = "MemSeg/RunOn"  # MemSegLogic.serve.RUN_HERE or RUN_ON_SERVER; read by the effects too
+SERVER_URL_SETTING = "MemSeg/ServerURL"
+SERVER_TOKEN_SETTING = "MemSeg/ServerToken"
+
+
+def _runOn():
+    _ensureLogicImportable()
+    from MemSegLogic.serve import RUN_HERE
+
+    return slicer.util.settingsValue(RUN_ON_SETTING, RUN_HERE)
+
+
+def segmenter():
+    """What runs segmentations, as the "Run on" setting says: MemSegLogic on this computer, or a
+    client of a MemSeg server (the same calls and results; MemSegLogic.serve.segmenter decides)."""
+    from MemSegLogic.serve import segmenter as choose
+
+    return choose(_runOn(), slicer.util.settingsValue(SERVER_URL_SETTING, ""),
+                  slicer.util.settingsValue(SERVER_TOKEN_SETTING, ""))
+
+
+def settingsDevice():
+    """The device chosen in the settings; "auto" with a server, which runs on its own device."""
+    from MemSegLogic.serve import RUN_HERE
+
+    return slicer.util.settingsValue(DEVICE_SETTING, "auto") if _runOn() == RUN_HERE else "auto"
 
 
 def applyWeightsFolderSetting():
@@ -292,6 +318,36 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.deviceCombo.connect("currentTextChanged(QString)",
                                  lambda text: qt.QSettings().setValue(DEVICE_SETTING, text))
         settingsForm.addRow(_("Device:"), self.deviceCombo)
+
+        # Where segmentations run: here, or on a MemSeg server (`memseg serve` on a GPU machine)
+        _ensureLogicImportable()
+        from MemSegLogic.serve import RUN_HERE, RUN_ON_SERVER
+
+        self.runOnCombo = qt.QComboBox()
+        self.runOnCombo.addItem(_("this computer"), RUN_HERE)
+        self.runOnCombo.addItem(_("a MemSeg server"), RUN_ON_SERVER)
+        self.runOnCombo.toolTip = _("Where the module and both Segment Editor effects run models. A MemSeg server "
+                                    "(memseg serve) lends its GPU; this computer then needs no PyTorch.")
+        self.runOnCombo.currentIndex = max(0, self.runOnCombo.findData(_runOn()))
+        self.runOnCombo.connect("currentIndexChanged(int)", self._onRunOnChanged)
+        settingsForm.addRow(_("Run on:"), self.runOnCombo)
+        self.serverUrlEdit = qt.QLineEdit()
+        self.serverUrlEdit.placeholderText = "http://gpu-box:8765"
+        self.serverUrlEdit.text = slicer.util.settingsValue(SERVER_URL_SETTING, "")
+        self.serverUrlEdit.connect("editingFinished()", lambda: qt.QSettings().setValue(
+            SERVER_URL_SETTING, self.serverUrlEdit.text.strip()))
+        self.serverTokenEdit = qt.QLineEdit()
+        self.serverTokenEdit.echoMode = qt.QLineEdit.Password
+        self.serverTokenEdit.placeholderText = _("printed by memseg serve when it first starts")
+        self.serverTokenEdit.text = slicer.util.settingsValue(SERVER_TOKEN_SETTING, "")
+        self.serverTokenEdit.connect("editingFinished()", lambda: qt.QSettings().setValue(
+            SERVER_TOKEN_SETTING, self.serverTokenEdit.text.strip()))
+        self.testConnectionButton = qt.QPushButton(_("Test connection"))
+        self.testConnectionButton.connect("clicked(bool)", lambda unused: self.onTestConnection())
+        settingsForm.addRow(_("Server address:"), self.serverUrlEdit)
+        settingsForm.addRow(_("Server token:"), self.serverTokenEdit)
+        settingsForm.addRow(self.testConnectionButton)
+        self._onRunOnChanged()
 
         self.inputSizeCombo = qt.QComboBox()
         for label, size in ((_("model's own"), ""), ("512", "512"), ("256", "256")):
@@ -604,9 +660,15 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # The worker gets plain arrays; the target is fixed now, so changing the selectors while
         # it runs changes nothing.
         model = self.modelCombo.currentText or defaultModel()
+        try:
+            runner = segmenter()
+        except Exception as error:
+            self._queue = []
+            self._showError(error)
+            return
         task = background.BackgroundTask(
-            MemSegLogic.segment_volume, volume, prompt, model=model, preset=self.presetCombo.currentData or None,
-            device=self.deviceCombo.currentText, speed=MemSegLogic.SpeedOptions(input_size=settingsInputSize(model)))
+            runner.segment_volume, volume, prompt, model=model, preset=self.presetCombo.currentData or None,
+            device=settingsDevice(), speed=MemSegLogic.SpeedOptions(input_size=settingsInputSize(model)))
         self._start(task, volumeNode.GetName(),
                     lambda result: self._writeResult(result, volumeNode, segmentationNode, segmentId, volume.ijk_to_ras,
                                                      undoInEditor))
@@ -695,6 +757,24 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         editor.setActiveEffectByName("MedSAM-2")
 
     # ---------------------------------------------------------- model weights
+    def _onRunOnChanged(self, *unused):
+        qt.QSettings().setValue(RUN_ON_SETTING, self.runOnCombo.currentData)
+        remote = self.runOnCombo.currentIndex == 1
+        for widget in (self.serverUrlEdit, self.serverTokenEdit, self.testConnectionButton):
+            widget.enabled = remote
+        self.deviceCombo.enabled = not remote  # a server runs on its own device
+
+    def onTestConnection(self):
+        if self.runner.running:
+            return
+        from MemSegLogic.runtime import background
+        from MemSegLogic.serve import check_connection
+
+        for setting, edit in ((SERVER_URL_SETTING, self.serverUrlEdit), (SERVER_TOKEN_SETTING, self.serverTokenEdit)):
+            qt.QSettings().setValue(setting, edit.text.strip())
+        task = background.BackgroundTask(check_connection, self.serverUrlEdit.text, self.serverTokenEdit.text)
+        self._start(task, _("Server"), lambda line: _("Connected: {server}").format(server=line))
+
     def _onWeightsFolderChanged(self, path):
         qt.QSettings().setValue(WEIGHTS_FOLDER_SETTING, path)
         applyWeightsFolderSetting()

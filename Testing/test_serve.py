@@ -393,3 +393,37 @@ def test_non_loopback_host_requires_the_token(tmp_path, monkeypatch):
         assert MemSegClient(running.url, token=token).info()["api_version"] == 1
     finally:
         running.stop()
+
+
+# -- what the Slicer module's "Run on" setting and Test connection use -------------------------------
+def test_connection_check_describes_the_server_or_says_why_not(server):
+    from MemSegLogic.errors import MemSegError
+    from MemSegLogic.serve import check_connection
+
+    line = check_connection(server.url, TOKEN)
+    assert line.startswith("MemSeg ") and " on cpu;" in line and "medsam-lite" in line and "\n" not in line
+    for url, token, why in ((server.url, "wrong", "401"), ("http://127.0.0.1:9", TOKEN, "connection"),
+                            ("  ", TOKEN, "give the server's address")):
+        with pytest.raises(MemSegError, match=why):
+            check_connection(url, token, timeout=5)
+    server.app.state.api_version = 2
+    try:
+        with pytest.raises(VersionMismatchError):
+            check_connection(server.url, TOKEN)
+    finally:
+        server.app.state.api_version = 1
+
+
+def test_segmenter_is_this_computer_without_a_server_and_the_client_with_one(server):
+    import MemSegLogic
+    from MemSegLogic.errors import MemSegError
+    from MemSegLogic.serve import RUN_HERE, RUN_ON_SERVER, segmenter
+
+    assert segmenter() is MemSegLogic and segmenter(RUN_HERE, server.url, TOKEN) is MemSegLogic
+    remote = segmenter(RUN_ON_SERVER, f" {server.url} ", TOKEN)
+    assert isinstance(remote, MemSegClient) and remote.url == server.url
+    assert remote.info()["api_version"] == 1
+    with pytest.raises(MemSegError, match="no server address is set"):
+        segmenter(RUN_ON_SERVER, "", TOKEN)
+    with pytest.raises(ValueError, match="run_on must be"):
+        segmenter("the cloud")

@@ -71,10 +71,11 @@ class PromptMarkers:
 
 
 def settingsDevice():
-    """The device chosen in the MemSeg module's settings (auto: CUDA, then MPS, then CPU)."""
+    """The device chosen in the MemSeg module's settings (auto: CUDA, then MPS, then CPU; always
+    auto with a server, which runs on its own)."""
     import MemSeg
 
-    return slicer.util.settingsValue(MemSeg.DEVICE_SETTING, "auto")
+    return MemSeg.settingsDevice()
 
 
 def settingsInputSize(model):

@@ -222,13 +222,21 @@ class SegmentEditorMedSAM2Effect(MemSegEffect):
         except Exception as error:
             self._say(str(error))
             return
+        try:
+            import MemSeg
+
+            runner = MemSeg.segmenter()  # this computer or a MemSeg server, as the module's settings say
+        except Exception as error:
+            self._say(str(error))
+            return
         # The worker gets plain arrays only: MRML and Qt are touched on this (the main) thread,
-        # which shows the slices the worker has finished on each poll.
+        # which shows the slices the worker has finished on each poll (a server sends only the end result).
         self.streamed = mrml.StreamedPreview(MemSegLogic.PreviewMask(volume.shape_kji), volume.ijk_to_ras,
                                              parameters.GetSegmentationNode(), parameters.GetSelectedSegmentID(),
                                              self.previewNode)
+        streaming = {"preview": self.streamed.mask} if runner is MemSegLogic else {}
         task = background.BackgroundTask(
-            MemSegLogic.segment_volume, volume, prompts, preview=self.streamed.mask,
+            runner.segment_volume, volume, prompts, **streaming,
             model=self.scriptedEffect.parameter("Model"),
             axes=int(self.scriptedEffect.integerParameter("Axes")),
             preset=self.scriptedEffect.parameter("Preset") or None, device=settingsDevice(),

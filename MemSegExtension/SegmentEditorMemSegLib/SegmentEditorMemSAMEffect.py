@@ -199,7 +199,7 @@ class SegmentEditorMemSAMEffect(MemSegEffect):
         if not self._confirmSegmentVisible():
             return
         logic = _logic()
-        background, mrml_sequence, sequence = logic[1], logic[3], logic[4]
+        background, mrml_sequence = logic[1], logic[3]
         parameters = self.scriptedEffect.parameterSetNode()
         browser = self._browser()
         segmentationNode, segmentId = parameters.GetSegmentationNode(), parameters.GetSelectedSegmentID()
@@ -213,8 +213,15 @@ class SegmentEditorMemSAMEffect(MemSegEffect):
             self._say(str(error))
             return
         model = self.scriptedEffect.parameter("CineWeights") or self.scriptedEffect.parameter("CineModel")
+        try:
+            import MemSeg
+
+            runner = MemSeg.segmenter()  # this computer or a MemSeg server, as the module's settings say
+        except Exception as error:
+            self._say(str(error))
+            return
         task = background.BackgroundTask(
-            sequence.segment_sequence, cine, prompt, model=model, device=settingsDevice(),
+            runner.segment_sequence, cine, prompt, model=model, device=settingsDevice(),
             memory_frames=self.scriptedEffect.integerParameter("CineMemoryFrames"))
         self.runner.start(task, lambda result: self._record(result, browser, segmentationNode, segmentId))
         self._updateButtons()

@@ -182,6 +182,45 @@ class MemSegClient:
         return response.content if raw else response.json()
 
 
+def describe_server(info: dict) -> str:
+    """One line for a user about a server's `MemSegClient.info`: version, device and ready models."""
+    gpu = info.get("gpu") or {}
+    where = gpu.get("name") or info.get("device", "?")
+    if gpu.get("memory_bytes"):
+        where += f" ({gpu['memory_bytes'] / 2 ** 30:.0f} GB)"
+    ready = [m["name"] for m in info.get("models", []) if m.get("state") in ("present", "verified")]
+    return (f"MemSeg {info.get('memseg_version', '?')} on {where}; models ready: {', '.join(ready) or 'none yet'}"
+            f" (others download on first use)")
+
+
+def check_connection(url: str, token: Optional[str] = None, timeout: float = 10.0, progress=None, cancel=None) -> str:
+    """`describe_server` of the server at ``url``, or the `MemSegError` saying why it cannot be used
+    (unreachable, wrong token, another API version). ``progress``/``cancel`` are accepted so a
+    worker task can run it."""
+    if not url or not url.strip():
+        raise InvalidRequestError("give the server's address, e.g. http://gpu-box:8765")
+    return describe_server(MemSegClient(url.strip(), token=token or None, timeout=timeout).info())
+
+
+RUN_HERE, RUN_ON_SERVER = "this computer", "a MemSeg server"  # the choices of Slicer's "Run on" setting
+
+
+def segmenter(run_on: str = RUN_HERE, server_url: Optional[str] = None, token: Optional[str] = None):
+    """What runs a segmentation: this computer (the `MemSegLogic` package) or a `MemSegClient` for
+    the server at ``server_url``. Both offer ``segment_volume`` and ``segment_sequence`` with the
+    same arguments and results."""
+    if run_on == RUN_HERE:
+        import MemSegLogic
+
+        return MemSegLogic
+    if run_on != RUN_ON_SERVER:
+        raise ValueError(f"run_on must be {RUN_HERE!r} or {RUN_ON_SERVER!r}, got {run_on!r}")
+    if not server_url or not server_url.strip():
+        raise InvalidRequestError("MemSeg is set to run on a MemSeg server, but no server address is set "
+                                  "(MemSeg module, Settings)")
+    return MemSegClient(server_url.strip(), token=token or None)
+
+
 def _model_name(model) -> str:
     if not isinstance(model, str):
         raise errors.CheckpointError("a server runs its own models: give a model name (see MemSegClient.info()), "
