@@ -155,6 +155,19 @@ def test_corrupt_cache_is_rebuilt_not_used(tmp_path, damage):
     assert manifest["files"]["model.bin"] == backends.sha256_of(folder / "model.bin")
 
 
+def test_one_encoder_serves_threads_at_once(tmp_path):
+    """An engine is shared (engine cache): calls from several threads each get their own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    network = _network()
+    encoder = _encoder(tmp_path, network)
+    images = [torch.rand(1, 3, 32, 32) for _ in range(16)]
+    with ThreadPoolExecutor(4) as pool:
+        embeddings = list(pool.map(encoder, images))
+    with torch.no_grad():
+        assert all(float((e - network(i)).abs().max()) < 1e-5 for e, i in zip(embeddings, images))
+
+
 # -- choosing the backend -------------------------------------------------------------------------
 def test_auto_is_openvino_on_cpu_and_torch_elsewhere():
     assert backends.resolve_backend("auto", torch.device("cpu")) == "openvino"

@@ -15,6 +15,7 @@ import json
 import os
 import pathlib
 import shutil
+import threading
 import uuid
 import warnings
 from typing import Callable, Optional
@@ -94,13 +95,17 @@ class OpenVINOEncoder:
 
     def __init__(self, compiled):
         self._compiled = compiled
+        # One call at a time: the compiled model's call shares one inference request (an engine is
+        # shared by everything that runs the same model, e.g. a server's requests).
+        self._lock = threading.Lock()
 
     def __call__(self, image):
         import torch
 
-        outputs = self._compiled(image.detach().cpu().numpy().astype(np.float32, copy=False))
-        # A copy: the runtime reuses its output buffer on the next call.
-        return torch.from_numpy(np.array(outputs[0], dtype=np.float32, copy=True))
+        with self._lock:
+            outputs = self._compiled(image.detach().cpu().numpy().astype(np.float32, copy=False))
+            # A copy: the runtime reuses its output buffer on the next call.
+            return torch.from_numpy(np.array(outputs[0], dtype=np.float32, copy=True))
 
 
 def openvino_encoder(module, example_input, name: str, weights_sha256: str, precision: str = DEFAULT_PRECISION,
