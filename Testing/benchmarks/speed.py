@@ -314,7 +314,9 @@ def _lite_row(row, volume, reference, intensity, prompt, device) -> dict:
     from MemSegLogic.volume3d import SpeedOptions
 
     # lite-axes{1,3}[-{backend}[-{precision}]]
-    axes, backend, precision = (row.split("-")[1:] + ["torch", "fp32"])[:3]
+    _, axes, *variant = row.split("-")
+    backend = variant[0] if variant else "torch"
+    precision = variant[1] if len(variant) > 1 else "fp32"
     speed = SpeedOptions(backend=backend, precision=precision)
     started = time.perf_counter()
     load_engine("medsam-lite", device, backend=backend, precision=precision)  # kept by the engine cache
