@@ -130,7 +130,7 @@ def ensureDependencies(askConfirmation=True):
     version = (slicer.app.majorVersion, slicer.app.minorVersion)
     plan = dependencies.current_plan(requirements, version)
     if plan.nothing_to_do:
-        if askConfirmation:
+        if askConfirmation and not _offerOptionalPackages(plan):
             slicer.util.infoDisplay(plan.summary())
         return True
     if slicer.app.testingEnabled() or (askConfirmation and not slicer.util.confirmOkCancelDisplay(
@@ -183,6 +183,25 @@ def ensureDependencies(askConfirmation=True):
     if replacedImported:
         slicer.util.infoDisplay(_("Installed. Restart Slicer before segmenting: {packages} were already loaded "
                                   "in this session in their old versions.").format(packages=", ".join(replacedImported)))
+    if askConfirmation:
+        _offerOptionalPackages(remaining)
+    return True
+
+
+def _offerOptionalPackages(plan):
+    """Ask, in a dialog of its own, whether to install the optional packages the plan lists
+    (OpenVINO: a faster CPU engine); a no, or a failure, leaves MemSeg working as it is. True if asked."""
+    if not plan.optional or slicer.app.testingEnabled():
+        return False
+    if not slicer.util.confirmOkCancelDisplay(plan.optional_summary(), windowTitle=_("MemSeg: optional packages")):
+        return True
+    try:
+        with slicer.util.WaitCursor():
+            slicer.util.pip_install(" ".join(plan.optional))
+    except Exception as error:  # optional: say so, keep going without it
+        logging.error("MemSeg: installing %s failed", plan.optional, exc_info=True)
+        slicer.util.errorDisplay(_("Installing {packages} failed (MemSeg works without it): {error}").format(
+            packages=", ".join(plan.optional), error=error))
     return True
 
 

@@ -72,3 +72,16 @@ def test_sam2_outside_the_tested_series_is_replaced_and_refused_with_the_fix():
     for version in ("1.2.0", "1.0", "not-a-version"):
         assert "pip install --no-deps --no-build-isolation 'sam2>=1.1.0,<1.2'" in sam2_version_problem(version)
     assert sam2_version_problem(None) == "sam2 is not installed"
+
+
+def test_openvino_is_offered_apart_never_required():
+    requirements = read_requirements(REQUIREMENTS)
+    plan = plan_install(requirements, EVERYTHING, (5, 12, 0))
+    assert plan.nothing_to_do and plan.optional == ["openvino>=2026.4"]  # missing, and nothing is forced
+    assert "openvino" not in plan.summary()
+    assert "optional" in plan.optional_summary() and "openvino>=2026.4: a faster CPU engine" in plan.optional_summary()
+    fresh = plan_install(requirements, {}, (5, 12, 0))
+    assert not any("openvino" in r for step in fresh.steps for r in step.requirements)
+    assert plan_install(requirements, dict(EVERYTHING, openvino="2026.4.1"), (5, 12, 0)).optional == []
+    assert plan_install(requirements, dict(EVERYTHING, openvino="2024.6.0"), (5, 12, 0)).optional == ["openvino>=2026.4"]
+    assert current_plan(REQUIREMENTS, (5, 12, 0)).optional == []  # the test environment has it

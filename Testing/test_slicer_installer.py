@@ -104,3 +104,23 @@ def test_installer_failure_is_one_message_and_no_crash(slicer_application, monke
     assert MemSeg.ensureDependencies(askConfirmation=False) is False
     assert shown == [("error", "Installing sam2>=1.1.0,<1.2 failed: pip exited with status 1")]
     assert os.environ.get("SAM2_BUILD_CUDA") == before
+
+
+@pytest.mark.parametrize("answer", [True, False])
+def test_openvino_is_offered_in_its_own_dialog(slicer_application, monkeypatch, answer):
+    """Everything required is there, OpenVINO is not: it is offered on its own; no installs nothing
+    and MemSeg still reports itself ready."""
+    MemSeg, shown = slicer_application
+    from MemSegLogic.runtime import dependencies
+
+    real_installed = dependencies.installed_distributions
+    monkeypatch.setattr(dependencies, "installed_distributions",
+                        lambda names: {n: v for n, v in real_installed(names).items() if n != "openvino"})
+    dialogs, installed = [], []
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **k: dialogs.append(text) or answer)
+    monkeypatch.setattr(slicer.util, "pip_install", installed.append)
+    assert MemSeg.ensureDependencies(askConfirmation=True) is True
+    assert len(dialogs) == 1 and "openvino>=2026.4" in dialogs[0] and "works without" in dialogs[0]
+    assert installed == (["openvino>=2026.4"] if answer else [])
+    assert shown == []
+    assert MemSeg.ensureDependencies(askConfirmation=False) is True and len(dialogs) == 1  # never asked unasked

@@ -92,7 +92,7 @@ def _segment(args) -> int:
                                      absent_slices=args.absent_slices, crop=not args.no_crop,
                                      crop_frames=args.crop_frames, seed=args.seed)
     speed = SpeedOptions(input_size=args.input_size, encode_batch=args.encode_batch, compile_encoder=args.compile,
-                         threads=args.threads)
+                         threads=args.threads, backend=args.backend, precision=args.precision)
     progress = StderrProgress(args.quiet)
     try:
         result = segmenter(args, segment_volume)(volume, prompts, model=args.model, device=args.device, preset=args.preset,
@@ -265,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_segment_parser(subparsers) -> None:
     """`memseg segment`: a volume from a seed prompt (RAS coordinates)."""
     from ..core.intensity import PRESET_NAMES
+    from ..engines.backends import BACKENDS, DEFAULT_BACKEND, DEFAULT_PRECISION, PRECISIONS
     from ..engines.base import DEFAULT_MEMORY, MEMORY_POLICIES
     from ..runtime.checkpoints import DEFAULT_MODEL
     from ..volume3d.fusion import DEFAULT_FUSION, FUSION_MODES
@@ -301,6 +302,10 @@ def _add_segment_parser(subparsers) -> None:
     speed.add_argument("--encode-batch", type=_count(1), help="slices encoded at once (default 8 on CUDA, 1 on CPU)")
     speed.add_argument("--compile", action="store_true", help="torch.compile the image encoder (slow first run)")
     speed.add_argument("--threads", type=_count(1), help="CPU threads for PyTorch")
+    speed.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                       help="where medsam-lite's encoder runs (default auto: OpenVINO on a CPU when installed)")
+    speed.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                       help="fp32 (exact, default) or auto (the backend's own: bf16 where the CPU has it)")
     segment.set_defaults(run=_segment)
 
 

@@ -13,11 +13,11 @@ from .cache import clear_engine_cache, engine_cache
 
 def load_engine(model, device, download: bool = True, progress=None, **options) -> Engine:
     """The engine for ``model`` (a registered name or a `Checkpoint`) on a torch ``device``.
-    ``options`` go to the engine (MedSAM-2: ``encode_batch``, ``compile_encoder``); None values
-    mean the engine's defaults."""
+    ``options`` go to the engine (MedSAM-2: ``encode_batch``, ``compile_encoder``; LiteMedSAM:
+    ``backend``, ``precision``); None values mean the engine's defaults."""
     checkpoint = model if isinstance(model, Checkpoint) else get_checkpoint(model)
     weights = ensure_checkpoint(checkpoint, download=download, progress=progress)
-    options = {name: value for name, value in options.items() if value is not None}
+    options = _with_backend({name: value for name, value in options.items() if value is not None}, device, progress)
     key = (checkpoint, str(weights), str(device), tuple(sorted(options.items())))
 
     def build() -> Engine:
@@ -27,9 +27,28 @@ def load_engine(model, device, download: bool = True, progress=None, **options) 
             from .lite_medsam import LiteMedSAMEngine as engine_class
         else:  # a registry entry naming an engine this version does not know
             raise ValueError(f"checkpoint {checkpoint.name} needs unknown engine {checkpoint.engine!r}")
-        return engine_class(checkpoint, weights, device, **options)
+        extra = {"progress": progress} if checkpoint.engine == "medsam-lite" else {}
+        return engine_class(checkpoint, weights, device, **options, **extra)
 
     return engine_cache.get(key, build)
+
+
+def _with_backend(options: dict, device, progress) -> dict:
+    """``backend`` resolved to the one that will run (so "auto" and the backend it picks share an
+    engine), with what makes that backend's engine different: precision and CPU threads for
+    OpenVINO, nothing for PyTorch."""
+    if "backend" not in options:
+        return options
+    from .backends import check_precision, resolve_backend
+
+    note = None if progress is None else (lambda message: progress(0.0, message))
+    backend = resolve_backend(options.pop("backend"), device, note=note)
+    precision = check_precision(options.pop("precision", "fp32"))
+    if backend == "openvino":
+        import torch
+
+        options.update(precision=precision, threads=torch.get_num_threads())
+    return {**options, "backend": backend}
 
 
 __all__ = ["Engine", "PassResult", "NOT_VISITED_LOGIT", "load_engine", "clear_engine_cache"]

@@ -9,6 +9,8 @@ the object was present.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,7 +37,8 @@ class LiteMedSAMEngine(CarriedMaskEngine):
     CLICK_IOU_TIE = 0.02
 
     def __init__(self, checkpoint: Checkpoint, weights_path, device, box_margin: float = 3.0,
-                 mask_prompt: bool = False):
+                 mask_prompt: bool = False, backend: str = "torch", precision: str = "fp32",
+                 threads: Optional[int] = None, progress=None):
         from ..models.lite_medsam import load_lite_medsam
 
         self.name = checkpoint.name
@@ -44,6 +47,17 @@ class LiteMedSAMEngine(CarriedMaskEngine):
         self.box_margin = box_margin  # model pixels added around the previous slice's mask box
         self.mask_prompt = mask_prompt
         self.model = load_lite_medsam(weights_path, device=device)
+        self.backend = backend  # "torch" or "openvino" (resolved by `load_engine`)
+        self.encode = self.model.encode
+        if backend == "openvino":
+            from .backends import openvino_encoder
+
+            note = None if progress is None else (lambda message: progress(0.0, message))
+            self.encode = openvino_encoder(
+                self.model.image_encoder, torch.zeros(1, 3, self.image_size, self.image_size),
+                f"{checkpoint.name}-encoder", checkpoint.sha256, precision=precision, threads=threads, note=note)
+        elif backend != "torch":
+            raise ValueError(f"LiteMedSAM runs its encoder on torch or openvino, not {backend!r}")
 
     def input_scale(self, frame_shape) -> tuple:
         scale = self.image_size / max(frame_shape)  # longest side to 256, aspect kept (then padded)
@@ -55,7 +69,7 @@ class LiteMedSAMEngine(CarriedMaskEngine):
 
         image, scale, new_size = preprocess_slice(frame)
         self.slices_encoded += 1
-        return self.model.encode(image.to(self.device)), scale, new_size
+        return self.encode(image.to(self.device)), scale, new_size
 
     def _decode(self, frame_shape, embedding, new_size, box=None, points=None, mask_logits=None):
         from ..models.lite_medsam import postprocess_logits

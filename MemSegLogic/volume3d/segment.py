@@ -20,6 +20,7 @@ from ..core.intensity import DEFAULT_PRESET, to_uint8
 from ..core.metrics import check_threshold
 from ..core.prompt import Prompt
 from ..core.volume import Volume
+from ..engines.backends import DEFAULT_BACKEND, DEFAULT_PRECISION, check_backend, check_precision
 from ..engines.base import DEFAULT_MEMORY
 from ..errors import CheckpointError, InvalidPromptError, InvalidVolumeError, MemSegWarning
 from ..progress import Monitor, ProgressCallback
@@ -106,15 +107,22 @@ class SpeedOptions:
         4 on MPS, 1 on CPU); out of GPU memory, the batch is halved automatically.
     compile_encoder: torch.compile the image encoder, faster per slice after minutes on the first call
         (for batch work).
-    threads: CPU threads for PyTorch, to share the CPU with other work (None: PyTorch's choice).
+    threads: CPU threads for PyTorch (and OpenVINO), to share the CPU with other work (None: PyTorch's choice).
+    backend: where LiteMedSAM's image encoder runs: "auto" (OpenVINO on the CPU when installed, else PyTorch),
+        "torch" or "openvino" (`MemSegLogic.engines.backends`; README "Backends").
+    precision: "fp32" (exact) or "auto" (the backend's own default: bf16 on CPUs that have it, for OpenVINO).
     """
 
     input_size: Optional[int] = None
     encode_batch: Optional[int] = None
     compile_encoder: bool = False
     threads: Optional[int] = None
+    backend: str = DEFAULT_BACKEND
+    precision: str = DEFAULT_PRECISION
 
     def __post_init__(self):
+        check_backend(self.backend)
+        check_precision(self.precision)
         for name in ("input_size", "encode_batch", "threads"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -187,10 +195,13 @@ def segment_volume(
     if not uses_memory and (speed.encode_batch is not None or speed.compile_encoder):
         warnings.warn(f"encode_batch and compile_encoder apply to MedSAM-2 models; {checkpoint.name} ignores them",
                       MemSegWarning, stacklevel=2)
+    if uses_memory and (speed.backend not in ("auto", "torch") or speed.precision != DEFAULT_PRECISION):
+        warnings.warn(f"backend and precision apply to medsam-lite; {checkpoint.name} runs on PyTorch",
+                      MemSegWarning, stacklevel=2)
 
     monitor.report(0.0, f"loading {checkpoint.name}")
     engine_options = ({"encode_batch": speed.encode_batch, "compile_encoder": speed.compile_encoder or None}
-                      if uses_memory else {})
+                      if uses_memory else {"backend": speed.backend, "precision": speed.precision})
     engine = load_engine(checkpoint, torch_device, progress=monitor.sub(0.0, 0.05).report, **engine_options)
     encoded_before = engine.slices_encoded
     image = to_uint8(volume.array, preset or DEFAULT_PRESET)  # a copy: the input stays as it was

@@ -13,7 +13,10 @@ Rows (each in its own process, so peak memory is the row's own; model loading is
   encoded at a time, no early stop, no crop.
 - ``memseg-axes3`` / ``memseg-axes1``: MemSeg's defaults (early stop, crop, slices encoded in
   batches ahead of the memory loop).
-- ``lite-axes1`` / ``lite-axes3``: LiteMedSAM with its real weights (the CPU engine), with Dice.
+- ``lite-axes1`` / ``lite-axes3``: LiteMedSAM with its real weights (the CPU engine), with Dice,
+  its encoder on PyTorch; ``-openvino``: the same on OpenVINO fp32 (``time_vs_torch``: the ratio
+  to the PyTorch row of the same run), ``-openvino-auto``: OpenVINO's own precision (bf16 where
+  the CPU has it). The first conversion is in ``load_s``, not in the wall time.
 - ``memsam-10`` / ``memsam-100``: MemSAM over a 10- and a 100-frame cine (pydicom's real echo
   loop, repeated to length), prompted on frame 0; the second of two calls (the engine is kept).
 
@@ -48,7 +51,7 @@ for entry in (REPO, REPO / "Testing"):  # run from a checkout, installed or not
     sys.path.insert(0, str(entry))
 
 ROWS = ("sam2-stock", "memseg-naive6", "memseg-axes3", "memseg-axes1", "lite-axes1", "lite-axes3",
-        "memsam-10", "memsam-100")
+        "lite-axes1-openvino", "lite-axes3-openvino", "lite-axes3-openvino-auto", "memsam-10", "memsam-100")
 BASELINE = "sam2-stock"
 SAM2_CONFIG = "configs/sam2/sam2_hiera_t.yaml"  # MedSAM2_pretrain's (Hiera-T, SAM 2.0)
 RANDOM_SAM2 = "bench-sam2-random"
@@ -68,7 +71,8 @@ PRESETS = {
                           "memsam-10")),
     "cpu": Preset("chest", 512, memsam_tiny=False),
     # the laptop target: one axis through a 256 x 256 x 100 volume
-    "cpu-target": Preset("phantom-large", 512, memsam_tiny=False, rows=("sam2-stock", "memseg-axes1", "lite-axes1")),
+    "cpu-target": Preset("phantom-large", 512, memsam_tiny=False,
+                         rows=("sam2-stock", "memseg-axes1", "lite-axes1", "lite-axes1-openvino")),
     "gpu": Preset("lung-clinical", 1024, memsam_tiny=False),
 }
 
@@ -307,13 +311,19 @@ def _lite_row(row, volume, reference, intensity, prompt, device) -> dict:
     from MemSegLogic import segment_volume
     from MemSegLogic.core.metrics import dice
     from MemSegLogic.engines import load_engine
+    from MemSegLogic.volume3d import SpeedOptions
 
+    # lite-axes{1,3}[-{backend}[-{precision}]]
+    _, axes, *variant = row.split("-")
+    backend = variant[0] if variant else "torch"
+    precision = variant[1] if len(variant) > 1 else "fp32"
+    speed = SpeedOptions(backend=backend, precision=precision)
     started = time.perf_counter()
-    load_engine("medsam-lite", device)  # kept by the engine cache for the timed call
+    load_engine("medsam-lite", device, backend=backend, precision=precision)  # kept by the engine cache
     load_s = time.perf_counter() - started
     _start_gpu_peak(device)
-    result = segment_volume(volume, prompt, model="medsam-lite", axes=int(row[-1]), device=str(device),
-                            preset=intensity)
+    result = segment_volume(volume, prompt, model="medsam-lite", axes=int(axes[-1]), device=str(device),
+                            preset=intensity, speed=speed)
     return {"wall_s": result.seconds, "load_s": load_s, "slices_visited": result.slices_visited,
             "slices_encoded": result.slices_encoded, "dice": dice(result.mask, reference)}
 
@@ -382,7 +392,8 @@ def environment(device_name: str, preset_name: str, preset: Preset, options) -> 
     device = resolve_device(device_name)
     info = {"preset": preset_name, "device": str(device), "python": platform.python_version(),
             "torch": torch.__version__, "sam2": getattr(sam2, "__version__", _version("sam2")),
-            "numpy": np.__version__, "cpu": platform.processor() or platform.machine(), "cpu_cores": os.cpu_count(),
+            "numpy": np.__version__, "openvino": _version("openvino"),
+            "cpu": platform.processor() or platform.machine(), "cpu_cores": os.cpu_count(),
             "threads": options.threads or torch.get_num_threads(),
             "dtype": "bfloat16 autocast" if device.type == "cuda" else "float32",
             "volume": preset.volume, "medsam2_input_px": preset.input_size, "memsam": "tiny" if preset.memsam_tiny
@@ -419,21 +430,25 @@ def with_ratios(rows: dict) -> dict:
         figures["encoded_per_s"] = figures["slices_encoded"] / figures["wall_s"]
         if base and "error" not in base and not name.startswith("memsam"):
             figures["time_vs_stock"] = figures["wall_s"] / base["wall_s"]
+        torch_row = rows.get("-".join(name.split("-")[:2])) if name.startswith("lite-") else None
+        if torch_row is not None and torch_row is not figures and "error" not in torch_row:
+            figures["time_vs_torch"] = figures["wall_s"] / torch_row["wall_s"]
     return rows
 
 
 def table(rows: dict) -> str:
-    lines = ["| row | wall s | × stock | slices visited | slices encoded | visited/s | encoded/s | "
-             "peak RSS MB | peak GPU MB | load s | Dice |", "|" + "---|" * 11]
+    lines = ["| row | wall s | × stock | × torch | slices visited | slices encoded | visited/s | encoded/s | "
+             "peak RSS MB | peak GPU MB | load s | Dice |", "|" + "---|" * 12]
 
     def cell(figures, key, fmt):
         return fmt.format(figures[key]) if key in figures else "–"
 
     for name, f in rows.items():
         if "error" in f:
-            lines.append(f"| {name} | failed: {f['error']} |" + " |" * 9)
+            lines.append(f"| {name} | failed: {f['error']} |" + " |" * 10)
             continue
         lines.append(" | ".join([f"| {name}", cell(f, "wall_s", "{:.2f}"), cell(f, "time_vs_stock", "{:.2f}"),
+                                 cell(f, "time_vs_torch", "{:.2f}"),
                                  cell(f, "slices_visited", "{}"), cell(f, "slices_encoded", "{}"),
                                  cell(f, "slices_per_s", "{:.2f}"), cell(f, "encoded_per_s", "{:.2f}"),
                                  cell(f, "peak_rss_mb", "{:.0f}"), cell(f, "peak_gpu_mb", "{:.0f}"),
