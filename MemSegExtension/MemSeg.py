@@ -30,6 +30,7 @@ DEVICE_SETTING = "MemSeg/Device"  # read by the Segment Editor effect too
 INPUT_SIZE_SETTING = "MemSeg/InputSize"  # "" = the model's own; read by the effect too
 DEFAULT_MODEL_SETTING = "MemSeg/DefaultModel"
 WEIGHTS_FOLDER_SETTING = "MemSeg/WeightsFolder"
+CPU_BACKEND_SETTING = "MemSeg/CPUBackend"  # MemSegLogic.engines.backends.BACKENDS; read by the effect too
 RUN_ON_SETTING = "MemSeg/RunOn"  # MemSegLogic.serve.RUN_HERE or RUN_ON_SERVER; read by the effects too
 SERVER_URL_SETTING = "MemSeg/ServerURL"
 SERVER_TOKEN_SETTING = "MemSeg/ServerToken"
@@ -49,6 +50,15 @@ def segmenter():
 
     return choose(_runOn(), slicer.util.settingsValue(SERVER_URL_SETTING, ""),
                   slicer.util.settingsValue(SERVER_TOKEN_SETTING, ""))
+
+
+def speedOptions(model):
+    """`SpeedOptions` from the settings for ``model``: its input size and the CPU backend."""
+    _ensureLogicImportable()
+    from MemSegLogic import SpeedOptions
+
+    return SpeedOptions(input_size=settingsInputSize(model),
+                        backend=slicer.util.settingsValue(CPU_BACKEND_SETTING, "auto") or "auto")
 
 
 def settingsDevice():
@@ -128,7 +138,10 @@ def ensureDependencies(askConfirmation=True):
                                     os.path.join(os.path.dirname(here), "Resources", "requirements.txt"))
                         if os.path.isfile(p))
     version = (slicer.app.majorVersion, slicer.app.minorVersion)
-    plan = dependencies.current_plan(requirements, version)
+    from MemSegLogic.serve import RUN_ON_SERVER
+
+    # Segmenting on a MemSeg server: the client only, no torch (switch "Run on" back to install the rest).
+    plan = dependencies.current_plan(requirements, version, client_only=_runOn() == RUN_ON_SERVER)
     if plan.nothing_to_do:
         if askConfirmation and not _offerOptionalPackages(plan):
             slicer.util.infoDisplay(plan.summary())
@@ -175,7 +188,7 @@ def ensureDependencies(askConfirmation=True):
                         os.environ.pop(key, None)
                     else:
                         os.environ[key] = value
-    remaining = dependencies.current_plan(requirements, version)
+    remaining = dependencies.current_plan(requirements, version, client_only=_runOn() == RUN_ON_SERVER)
     if not remaining.nothing_to_do:
         slicer.util.errorDisplay(_("Some packages are still missing; restart Slicer and try again.\n\n")
                                  + remaining.summary())
@@ -379,6 +392,19 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.inputSizeCombo.connect("currentIndexChanged(int)", lambda index: qt.QSettings().setValue(
             INPUT_SIZE_SETTING, self.inputSizeCombo.itemData(index)))
         settingsForm.addRow(_("Model input size:"), self.inputSizeCombo)
+
+        from MemSegLogic.engines.backends import BACKENDS
+
+        self.backendCombo = qt.QComboBox()
+        for backend in BACKENDS:
+            self.backendCombo.addItem(backend)
+        self.backendCombo.toolTip = _(
+            "Where medsam-lite's image encoder runs on a CPU. auto: OpenVINO when it is installed (several times "
+            "faster, same results; offered by Check / install Python packages), else PyTorch.")
+        self.backendCombo.currentText = slicer.util.settingsValue(CPU_BACKEND_SETTING, "auto")
+        self.backendCombo.connect("currentTextChanged(QString)",
+                                  lambda text: qt.QSettings().setValue(CPU_BACKEND_SETTING, text))
+        settingsForm.addRow(_("CPU engine:"), self.backendCombo)
 
         self.dependenciesButton = qt.QPushButton(_("Check / install Python packages"))
         self.dependenciesButton.toolTip = _("Lists what MemSeg still needs in Slicer's Python and installs it after you confirm.")
@@ -668,7 +694,6 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         volumeNode, prompt, segmentationNode, segmentId, undoInEditor = self._queue.pop(0)
         try:
             _ensureLogicImportable()
-            import MemSegLogic
             from MemSegLogic.runtime import background
 
             volume = _importMrml().volumeFromNode(volumeNode, referenceNode=segmentationNode)
@@ -687,7 +712,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         task = background.BackgroundTask(
             runner.segment_volume, volume, prompt, model=model, preset=self.presetCombo.currentData or None,
-            device=settingsDevice(), speed=MemSegLogic.SpeedOptions(input_size=settingsInputSize(model)))
+            device=settingsDevice(), speed=speedOptions(model))
         self._start(task, volumeNode.GetName(),
                     lambda result: self._writeResult(result, volumeNode, segmentationNode, segmentId, volume.ijk_to_ras,
                                                      undoInEditor))

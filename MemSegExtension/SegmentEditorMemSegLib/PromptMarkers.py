@@ -76,10 +76,3 @@ def settingsDevice():
     import MemSeg
 
     return MemSeg.settingsDevice()
-
-
-def settingsInputSize(model):
-    """The model input size chosen in the MemSeg module's settings, for ``model``."""
-    import MemSeg
-
-    return MemSeg.settingsInputSize(model)

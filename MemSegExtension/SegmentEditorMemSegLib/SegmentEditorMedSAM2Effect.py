@@ -15,7 +15,7 @@ import slicer
 from slicer.i18n import tr as _
 
 from SegmentEditorMemSegLib.MemSegEffect import MemSegEffect
-from SegmentEditorMemSegLib.PromptMarkers import settingsDevice, settingsInputSize
+from SegmentEditorMemSegLib.PromptMarkers import settingsDevice
 
 __all__ = ["SegmentEditorMedSAM2Effect"]
 
@@ -241,7 +241,7 @@ class SegmentEditorMedSAM2Effect(MemSegEffect):
             axes=int(self.scriptedEffect.integerParameter("Axes")),
             preset=self.scriptedEffect.parameter("Preset") or None, device=settingsDevice(),
             propagation=MemSegLogic.PropagationOptions(memory=self.scriptedEffect.parameter("Memory")),
-            speed=MemSegLogic.SpeedOptions(input_size=settingsInputSize(self.scriptedEffect.parameter("Model"))))
+            speed=MemSeg.speedOptions(self.scriptedEffect.parameter("Model")))
         self.runner.start(task, self._showResult, failed=lambda error: self._discardPreview())
         self._updateButtons()
 

@@ -125,20 +125,25 @@ def sam2_version_problem(installed_version: Optional[str]) -> Optional[str]:
             f"SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation '{SAM2_REQUIREMENT}'")
 
 
+# What a Slicer that runs every segmentation on a MemSeg server needs besides requirements.txt
+# (the client: MemSegLogic.serve.client); no torch, no model packages.
+CLIENT_REQUIREMENTS = ("requests>=2.28",)
+
+
 def plan_install(requirements: Sequence[Requirement], installed: Dict[str, str],
-                 slicer_version: Sequence[int]) -> InstallPlan:
-    """What to install, given the installed distributions (name -> version)."""
+                 slicer_version: Sequence[int], client_only: bool = False) -> InstallPlan:
+    """What to install, given the installed distributions (name -> version). ``client_only``: for
+    a Slicer that runs its segmentations on a MemSeg server, which needs no torch nor models."""
     installed = {_normalise(name): version for name, version in installed.items()}
-    torch_problem = None
-    torch = installed.get("torch")
-    if torch is None:
-        torch_problem = "torch is not installed"
-    elif Version(torch.split("+")[0]) < Version(MIN_TORCH):
-        torch_problem = f"torch {torch} is older than {MIN_TORCH}"
+    torch_problem = None if client_only else _torch_problem(installed.get("torch"))
+    if client_only:
+        requirements = list(requirements) + [Requirement(text) for text in CLIENT_REQUIREMENTS]
     steps = []
     missing = [str(r) for r in requirements if not _satisfied(r, installed)]
     if missing:
         steps.append(InstallStep(missing))
+    if client_only:
+        return InstallPlan(install_api(slicer_version), None, steps)
     for text, environment in NO_DEPS_REQUIREMENTS:
         requirement = Requirement(text)
         if not _satisfied(requirement, installed):
@@ -146,6 +151,14 @@ def plan_install(requirements: Sequence[Requirement], installed: Dict[str, str],
                                      environment=environment))
     optional = [text for text, _ in OPTIONAL_REQUIREMENTS if not _satisfied(Requirement(text), installed)]
     return InstallPlan(install_api(slicer_version), torch_problem, steps, optional)
+
+
+def _torch_problem(version: Optional[str]) -> Optional[str]:
+    if version is None:
+        return "torch is not installed"
+    if Version(version.split("+")[0]) < Version(MIN_TORCH):
+        return f"torch {version} is older than {MIN_TORCH}"
+    return None
 
 
 def import_names(requirements: Sequence[str]) -> List[str]:
@@ -164,8 +177,8 @@ def installed_distributions(names: Sequence[str]) -> Dict[str, str]:
     return found
 
 
-def current_plan(requirements_path: pathlib.Path, slicer_version: Sequence[int]) -> InstallPlan:
+def current_plan(requirements_path: pathlib.Path, slicer_version: Sequence[int], client_only: bool = False) -> InstallPlan:
     requirements = read_requirements(requirements_path)
     names = ([r.name for r in requirements] + [Requirement(t).name for t, _ in NO_DEPS_REQUIREMENTS + OPTIONAL_REQUIREMENTS]
-             + ["torch"])
-    return plan_install(requirements, installed_distributions(names), slicer_version)
+             + [Requirement(t).name for t in CLIENT_REQUIREMENTS] + ["torch"])
+    return plan_install(requirements, installed_distributions(names), slicer_version, client_only)
