@@ -62,14 +62,16 @@ class SegmentEditorMemSAMEffect(MemSegEffect):
             "the frame where the structure is clearest, click on it, then <b>Segment all frames</b>. The "
             "result is recorded as a segmentation sequence in the same browser; masking and overwrite "
             "settings apply on every frame. MemSAM needs weights trained on your data "
-            "(<code>memseg train-memsam</code>); SAM 2 / LiteMedSAM models run zero-shot."
+            "(<code>memseg train-memsam</code>); medsam2-us-heart was trained on heart ultrasound video; "
+            "the other SAM 2 / LiteMedSAM models run zero-shot."
         ) + f"<p><table>{rows}</table></html>"
 
     # ---------------------------------------------------------------------- options panel
     def setupOptionsFrame(self):
         self.modelCombo = qt.QComboBox()
-        self.modelCombo.toolTip = _("memsam: the weights folder's memsam.pth (your trained MemSAM); other "
-                                    "models propagate zero-shot (not trained on cine loops)")
+        self.modelCombo.toolTip = _("memsam: the weights folder's memsam.pth (your trained MemSAM); "
+                                    "medsam2-us-heart: trained on echo cine loops; the others propagate "
+                                    "zero-shot (not trained on cine loops)")
         self.scriptedEffect.addLabeledOptionsWidget(_("Model:"), self.modelCombo)
 
         self.weightsPath = ctk.ctkPathLineEdit()
@@ -107,16 +109,17 @@ class SegmentEditorMemSAMEffect(MemSegEffect):
         self._updateButtons()
 
     def _populateModels(self):
-        names = [DEFAULT_MODEL]
+        models = [(DEFAULT_MODEL, "")]
         try:
             _logic()
-            from MemSegLogic.runtime import checkpoints
+            from MemSegLogic.cine import cine_models
 
-            names += [c.name for c in checkpoints.list_checkpoints(("memsam",) + checkpoints.VOLUME_ENGINES)]
+            models = cine_models()  # MemSAM, then models trained on echo, then the zero-shot ones
         except Exception:  # dependencies not installed yet: the MemSeg module offers to install them
             logging.warning("MemSeg: MemSegLogic is not importable yet", exc_info=True)
-        for name in names:
+        for index, (name, how) in enumerate(models):
             self.modelCombo.addItem(name)
+            self.modelCombo.setItemData(index, how, qt.Qt.ToolTipRole)  # e.g. "trained on echo cine loops"
 
     def setMRMLDefaults(self):
         self.scriptedEffect.setParameterDefault("CineModel", DEFAULT_MODEL)
