@@ -175,13 +175,14 @@ def reference_extent(reference: np.ndarray):
     marks = (reference > 0).astype(np.uint8) * 255
 
     def run_pass(engine, image, spacing_ijk, axis, seeds, window, monitor, absent_slices=None, memory=None,
-                 square_pixels=True):
+                 square_pixels=True, *more, **options):
         stack = slice_stack(marks, axis)
         frames = (window or propagation.Window.whole(stack.shape)).crop(stack)
         grid = propagation.SquarePixels(frames.shape[1:],
                                         frame_spacing(spacing_ijk, axis) if square_pixels else (1.0, 1.0))
         engine.reference_frames = grid.frames(frames) > 127
-        return original(engine, image, spacing_ijk, axis, seeds, window, monitor, absent_slices, memory, square_pixels)
+        return original(engine, image, spacing_ijk, axis, seeds, window, monitor, absent_slices, memory, square_pixels,
+                        *more, **options)
 
     propagation.run_pass = run_pass
     return ReferenceExtentEngine
