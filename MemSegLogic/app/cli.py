@@ -80,7 +80,7 @@ def _segment(args) -> int:
     from ..core.volume import Volume
     from ..io.outputs import check_output_path, clean_text
     from ..io.segmentation_io import MASK_SUFFIXES, write_mask
-    from ..serve.command import segmenter
+    from ..serve.command import local_or_remote
     from ..volume3d.segment import PropagationOptions, SpeedOptions, segment_volume
 
     check_output_path(args.output, MASK_SUFFIXES, inputs=[args.input], overwrite=args.overwrite)
@@ -95,7 +95,7 @@ def _segment(args) -> int:
                          threads=args.threads, backend=args.backend, precision=args.precision)
     progress = StderrProgress(args.quiet)
     try:
-        result = segmenter(args, segment_volume)(volume, prompts, model=args.model, device=args.device, preset=args.preset,
+        result = local_or_remote(args, segment_volume)(volume, prompts, model=args.model, device=args.device, preset=args.preset,
                                 threshold=args.threshold, axes=args.axes, propagation=propagation, speed=speed,
                                 progress=progress, cancel=threading.Event())
     finally:
@@ -146,7 +146,7 @@ def _echo(args) -> int:
     from ..cine.cine import Cine
     from ..cine.segment import segment_sequence
     from ..io.outputs import check_output_path, clean_text
-    from ..serve.command import segmenter
+    from ..serve.command import local_or_remote
 
     check_output_path(args.output, ECHO_OUTPUT_SUFFIXES, inputs=[args.input], overwrite=args.overwrite)
     clean_text(args.segment_name, "segment name")
@@ -154,7 +154,7 @@ def _echo(args) -> int:
     cine = Cine.read(args.input, plane=args.plane)
     progress = StderrProgress(args.quiet)
     try:
-        result = segmenter(args, segment_sequence)(cine, _echo_prompt(args), model=args.model, device=args.device,
+        result = local_or_remote(args, segment_sequence)(cine, _echo_prompt(args), model=args.model, device=args.device,
                                   threshold=args.threshold, memory_frames=args.memory_frames,
                                   deep_update_every=args.deep_update_every, seed=args.seed, progress=progress,
                                   cancel=threading.Event())

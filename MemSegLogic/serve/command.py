@@ -56,11 +56,10 @@ def add_remote_arguments(parser) -> None:
     parser.add_argument("--token", default=None, help=f"the server's token (default ${TOKEN_VARIABLE})")
 
 
-def segmenter(args, local):
+def local_or_remote(args, local):
     """``local`` (segment_volume or segment_sequence), or the same call on ``args.server``."""
     if not getattr(args, "server", None):
         return local
-    from .client import MemSegClient
+    from .client import RUN_ON_SERVER, segmenter
 
-    client = MemSegClient(args.server, token=args.token or os.environ.get(TOKEN_VARIABLE))
-    return getattr(client, local.__name__)
+    return getattr(segmenter(RUN_ON_SERVER, args.server, args.token or os.environ.get(TOKEN_VARIABLE)), local.__name__)
