@@ -48,10 +48,7 @@ def chest_slab(chest_ct):
     volume, segments = chest_ct
     reference = segments[DEMO_SEGMENT]
     _, k = seed_box(reference)
-    start = k - 3
-    shift = np.eye(4)
-    shift[2, 3] = start
-    slab = Volume(volume.array[start:start + 7].copy(), volume.ijk_to_ras @ shift)
+    slab = volume.slab(k - 3, 7)
     rows, cols = np.nonzero(reference[k])
     return slab, Prompt.from_box((cols.min(), rows.min(), 3), (cols.max(), rows.max(), 3))
 

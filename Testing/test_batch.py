@@ -27,13 +27,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 # -- data: 2-slice crops of the real CT (medsam-lite: seconds a slice on 2 shared cores) --------------
-def _crop(volume: Volume, first: int, count: int = 2) -> Volume:
-    """Slices K=first..first+count-1, with the IJK->RAS moved so every voxel keeps its RAS position."""
-    ijk_to_ras = volume.ijk_to_ras.copy()
-    ijk_to_ras[:3, 3] = volume.ijk_to_ras_points(np.array([[0.0, 0.0, first]]))[0]
-    return Volume(volume.array[first:first + count].copy(), ijk_to_ras)
-
-
 def _box_ras(volume: Volume, reference: np.ndarray) -> str:
     """The reference's bounding box on the middle slice as the manifest's R,A,S,R,A,S."""
     prompt, _ = seed_box(reference)
@@ -57,7 +50,7 @@ def cohort(tmp_path_factory, chest_ct):
     folder = tmp_path_factory.mktemp("cohort")
     volume, segments = chest_ct
     lung = segments["right lung"]
-    a, b = _crop(volume, 19), _crop(volume, 23)
+    a, b = volume.slab(19, 2), volume.slab(23, 2)
     (folder / "images").mkdir()
     a.write(folder / "images" / "chest_a.nrrd")
     b.write(folder / "images" / "chest_b.nrrd")
@@ -203,7 +196,7 @@ def test_rerun_skips_current_cases_and_redoes_a_changed_one(cohort, first_run):
     assert {name: path.stat().st_mtime_ns for name, path in outputs.items()} == before
     assert again.counts["skipped"] == 3 and summary["a_box"]["dice"] != ""  # the figures of the run that did it
 
-    changed = _crop(cohort["volume"], 22)  # chest_b now holds other slices
+    changed = cohort["volume"].slab(22, 2)  # chest_b now holds other slices
     changed.write(cohort["folder"] / "images" / "chest_b.nrrd")
     third = run_batch(cohort["manifest"], output, workers=2, quiet=True)
     summary = _summary(output)

@@ -105,9 +105,7 @@ def test_real_ct_preview_streams_the_right_lung_and_ends_as_the_result(chest_ct)
     reference = segments[DEMO_SEGMENT]
     _, k = seed_box(reference)
     first = k - 4
-    shifted = volume.ijk_to_ras.copy()
-    shifted[:3, 3] = (volume.ijk_to_ras @ [0, 0, first, 1])[:3]
-    part = Volume(volume.array[first:first + 9].copy(), shifted)
+    part = volume.slab(first, 9)
     prompt, seed = seed_box(reference[first:first + 9])
     assert seed == 4
     updates, preview = [], PreviewMask(part.shape_kji)

@@ -123,9 +123,8 @@ def test_one_click_on_a_small_tumour_takes_the_tight_box(pyradiomics_data):
 
     volume, reference = load_pyradiomics_case(pyradiomics_data, "lung1")
     k = middle_slice(reference)
-    shifted = volume.ijk_to_ras.copy()
-    shifted[:3, 3] = (volume.ijk_to_ras @ [0, 0, k, 1])[:3]
-    seed_only = Volume(volume.array[k:k + 1].repeat(2, axis=0), shifted)  # the seed slice (twice: a volume)
+    seed = volume.slab(k, 1)
+    seed_only = Volume(seed.array.repeat(2, axis=0), seed.ijk_to_ras)  # the seed slice (twice: a volume)
     prompt, _ = seed_clicks(reference[k:k + 1].repeat(2, axis=0))
     result = segment_volume(seed_only, prompt, model="medsam-lite", device="cpu", preset="ct-chest", axes=1,
                             propagation=PropagationOptions(absent_slices=0))

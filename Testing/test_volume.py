@@ -73,3 +73,17 @@ def test_unreadable_file_is_a_clear_error(tmp_path):
         Volume.read(broken)
     with pytest.raises(InvalidVolumeError, match="no such file"):
         Volume.read(tmp_path / "missing.nrrd")
+
+
+def test_slab_keeps_every_voxels_ras_position():
+    from geometry_cases import GEOMETRIES
+
+    from MemSegLogic import Volume
+
+    volume = Volume(np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4), GEOMETRIES["oblique"])
+    slab = volume.slab(2, 3)
+    np.testing.assert_array_equal(slab.array, volume.array[2:5])
+    ijk = np.array([[0, 0, 0], [3, 4, 2], [1, 2, 1]], dtype=np.float64)
+    np.testing.assert_allclose(slab.ijk_to_ras_points(ijk), volume.ijk_to_ras_points(ijk + [0, 0, 2]), atol=1e-9)
+    slab.array[:] = -1  # a copy: the source is untouched
+    assert volume.array.min() == 0

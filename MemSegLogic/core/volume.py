@@ -68,6 +68,13 @@ class Volume:
     def ijk_to_ras_points(self, ijk) -> np.ndarray:
         return transform_points(self.ijk_to_ras, ijk)
 
+    def slab(self, first: int, count: int) -> "Volume":
+        """Slices K = first .. first + count - 1 (a copy), its IJK->RAS moved so that every voxel
+        keeps its RAS position."""
+        ijk_to_ras = self.ijk_to_ras.copy()
+        ijk_to_ras[:3, 3] = self.ijk_to_ras_points(np.array([[0.0, 0.0, first]]))[0]
+        return Volume(self.array[first:first + count].copy(), ijk_to_ras)
+
     def contains_ijk(self, ijk) -> bool:
         """Whether the voxel nearest to each IJK point lies inside the volume."""
         index = np.rint(np.asarray(ijk, dtype=np.float64))

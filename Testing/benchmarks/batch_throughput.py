@@ -34,7 +34,6 @@ from MemSegLogic import __version__
 from MemSegLogic.app.demo import seed_box
 from MemSegLogic.app.samples import load_chest_ct
 from MemSegLogic.batch import run_batch
-from MemSegLogic.core.volume import Volume
 from MemSegLogic.io.segmentation_io import write_mask
 
 LUNGS = ("right lung", "left lung")
@@ -50,9 +49,7 @@ def build_cohort(folder: pathlib.Path, cases: int, slices: int, axes: int) -> pa
             span = np.flatnonzero(reference.any(axis=(1, 2)))
             middle = (span.min() + span.max()) // 2  # around the lung's middle, one slice further every pair of cases
             first = int(np.clip(middle - slices // 2 + n // 2, 0, volume.shape_kji[0] - slices))
-            ijk_to_ras = volume.ijk_to_ras.copy()
-            ijk_to_ras[:3, 3] = volume.ijk_to_ras_points(np.array([[0.0, 0.0, first]]))[0]
-            case_volume = Volume(volume.array[first:first + slices].copy(), ijk_to_ras)
+            case_volume = volume.slab(first, slices)
             case_reference = reference[first:first + slices]
         else:
             case_volume, case_reference = volume, reference
