@@ -24,7 +24,7 @@ from ..core.prompt import Prompt
 from ..core.volume import Volume
 from ..errors import SegmentationCancelled
 from ..progress import Monitor, ProgressCallback
-from ..runtime.checkpoints import DEFAULT_MODEL, MEMSAM_DEFAULT
+from ..runtime.checkpoints import DEFAULT_MODEL, MEMSAM_DEFAULT, PRESENT, VERIFIED
 from . import protocol
 from .protocol import InvalidRequestError, ServerError, VersionMismatchError
 
@@ -188,7 +188,7 @@ def describe_server(info: dict) -> str:
     where = gpu.get("name") or info.get("device", "?")
     if gpu.get("memory_bytes"):
         where += f" ({gpu['memory_bytes'] / 2 ** 30:.0f} GB)"
-    ready = [m["name"] for m in info.get("models", []) if m.get("state") in ("present", "verified")]
+    ready = [m["name"] for m in info.get("models", []) if m.get("state") in (PRESENT, VERIFIED)]
     return (f"MemSeg {info.get('memseg_version', '?')} on {where}; models ready: {', '.join(ready) or 'none yet'}"
             f" (others download on first use)")
 
