@@ -207,6 +207,25 @@ def test_rerun_skips_current_cases_and_redoes_a_changed_one(cohort, first_run):
     assert after["b_point"] > before["b_point"]
 
 
+def test_a_model_registered_in_the_driver_runs_on_the_workers(cohort, first_run, tmp_path):
+    """A checkpoint registered in this process only (a fine-tuned model under its own name) is
+    known to the workers, which are processes of their own."""
+    import dataclasses
+
+    from MemSegLogic.batch import run_batch
+    from MemSegLogic.runtime.checkpoints import get_checkpoint, register_checkpoint, unregister_checkpoint
+
+    register_checkpoint(dataclasses.replace(get_checkpoint("medsam-lite"), name="my-lite"))
+    try:
+        rows = [{"case": "mine", "image": str(cohort["folder"] / "images" / "chest_a.nrrd"), "box": cohort["box_a"],
+                 "model": "my-lite", "preset": "ct-chest", "axes": "1"}]
+        report = run_batch(_write_manifest(tmp_path / "mine.csv", rows), tmp_path / "out", quiet=True)
+    finally:
+        unregister_checkpoint("my-lite")
+    assert report.records[0].status == "done", report.records[0].message
+    np.testing.assert_array_equal(_mask(tmp_path / "out" / "mine.seg.nrrd"), _mask(first_run[0] / "a_box.seg.nrrd"))
+
+
 def test_more_gpus_than_the_cluster_has_is_one_clear_error(cohort, local_ray, tmp_path):
     """--gpus-per-worker is a Ray resource: a Ray without GPUs cannot place the worker, which would
     otherwise wait for ever."""

@@ -21,11 +21,12 @@ import sys
 import threading
 import time
 import warnings
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from ..errors import MemSegError, MemSegWarning, SegmentationCancelled
 from ..io.outputs import OutputError, check_output_path
 from ..io.segmentation_io import MASK_SUFFIXES, write_mask
+from ..runtime.checkpoints import Checkpoint, list_checkpoints, register_checkpoint
 from .keys import ContentDigests, case_key
 from .manifest import Case, read_manifest
 from .state import BatchState
@@ -61,10 +62,15 @@ class _Job:
 class CaseWorker:
     """The Ray actor: one per worker, its model loaded once (engine cache) and kept."""
 
-    def __init__(self, device: str, threads: Optional[int]):
+    def __init__(self, device: str, threads: Optional[int], checkpoints: Sequence[Checkpoint] = ()):
         from ..runtime.devices import set_cpu_threads
 
         set_cpu_threads(threads)
+        # A worker is a process of its own (on a cluster, on another machine): it knows the
+        # checkpoints of the registry file only, so the driver's own registrations (a fine-tuned
+        # model) travel with it.
+        for checkpoint in checkpoints:
+            register_checkpoint(checkpoint, replace=True)
         self.device = device
         self._cancel = threading.Event()
 
@@ -169,7 +175,8 @@ def _run_on_ray(jobs, records, state, bar, address, workers, gpus_per_worker, cp
             (cpus_per_worker or max(1, int(ray.cluster_resources().get("CPU", 1)) // workers))
         _check_resources(workers, cpus_per_worker, gpus_per_worker, autoscaling=started_ray and address is not None)
         actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_concurrency=2)(CaseWorker)
-        spawn = lambda: actor_class.remote(device, cpus_per_worker if not gpus_per_worker else None)  # noqa: E731
+        spawn = lambda: actor_class.remote(device, cpus_per_worker if not gpus_per_worker else None,  # noqa: E731
+                                           list_checkpoints())
         bar.set_description_str(f"memseg batch: starting {min(workers, len(jobs))} workers")
         actors = [spawn() for _ in range(min(workers, len(jobs)))]
         _check_versions(ray, actors)
