@@ -105,6 +105,9 @@ def test_remote_volume_job_equals_the_local_call(client, ct_case, local_ct_resul
     assert np.array_equal(remote.ijk_to_ras, OBLIQUE)
     assert (remote.model, remote.axes, remote.visited_per_axis) == (local.model, local.axes, local.visited_per_axis)
     assert remote.seed_slices == local.seed_slices and remote.device == "cpu"
+    assert np.array_equal(local.fused("mean")[1], local.mask)  # one axis: any fusion is that axis
+    with pytest.raises(ValueError, match="server returns the fused result only"):
+        remote.fused("mean")
 
 
 def test_the_exact_matrix_travels_beside_the_nrrd(ct_case):

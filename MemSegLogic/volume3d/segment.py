@@ -59,6 +59,10 @@ class SegmentationResult:
 
     def fused(self, mode: str, threshold: float = 0.5):
         """(probability, mask) of this run's axes fused another way (see `MemSegLogic.volume3d.fusion`)."""
+        if not self.axis_probability:  # a MemSeg server returns the fused result only
+            raise ValueError("this result has no per-axis probabilities to fuse again (a MemSeg server returns "
+                             "the fused result only): ask for the fusion you want in the call, "
+                             "propagation=PropagationOptions(fusion=...)")
         axes = [AXIS_NAMES.index(name) for name in self.axis_probability]
         return fuse(list(self.axis_probability.values()), mode, threshold, axes, self.mask_volume().spacing,
                     self.seed_slices or None)
