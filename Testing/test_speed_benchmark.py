@@ -25,7 +25,8 @@ def test_smoke_run_reports_every_row(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads(results.read_text())
     rows = report["rows"]
-    assert list(rows) == ["sam2-stock", "memseg-naive6", "memseg-axes3", "memseg-axes1", "lite-axes1", "memsam-10"]
+    assert list(rows) == ["sam2-stock", "memseg-naive6", "memseg-axes3", "memseg-axes1", "lite-axes1",
+                          "lite-click-axes1", "memsam-10"]
     assert all("error" not in figures for figures in rows.values())
     # The phantom is 12 x 48 x 48 (KJI), the seed axis K.
     assert rows["sam2-stock"]["slices_visited"] == 12  # stock visits every slice of its axis
@@ -39,6 +40,9 @@ def test_smoke_run_reports_every_row(tmp_path):
         assert figures["wall_s"] > 0 and figures["time_vs_stock"] > 0 and figures["peak_rss_mb"] > 0
         assert figures["slices_per_s"] == pytest.approx(figures["slices_visited"] / figures["wall_s"])
     assert rows["lite-axes1"]["dice"] > 0.8  # real LiteMedSAM weights on the phantom ellipsoid
+    for name in ("lite-axes1", "lite-click-axes1"):  # the seed slice is shown before the run ends
+        assert 0 < rows[name]["first_result_s"] < rows[name]["wall_s"]
+    assert rows["lite-click-axes1"]["dice"] > 0.5  # one click at the ellipsoid's deepest point
     assert rows["memsam-10"]["slices_encoded"] == 10
     environment = report["environment"]
     assert environment["device"] == "cpu" and environment["dtype"] == "float32"

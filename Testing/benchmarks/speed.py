@@ -16,7 +16,10 @@ Rows (each in its own process, so peak memory is the row's own; model loading is
 - ``lite-axes1`` / ``lite-axes3``: LiteMedSAM with its real weights (the CPU engine), with Dice,
   its encoder on PyTorch; ``-openvino``: the same on OpenVINO fp32 (``time_vs_torch``: the ratio
   to the PyTorch row of the same run), ``-openvino-auto``: OpenVINO's own precision (bf16 where
-  the CPU has it). The first conversion is in ``load_s``, not in the wall time.
+  the CPU has it). The first conversion is in ``load_s``, not in the wall time. ``lite-click-…``:
+  the same from one click at the reference's deepest point on the seed slice instead of the box.
+  Each lite row also times ``first_result_s``: from the call to the seed slice's mask reaching the
+  preview callback, what a user sees first.
 - ``memsam-10`` / ``memsam-100``: MemSAM over a 10- and a 100-frame cine (pydicom's real echo
   loop, repeated to length), prompted on frame 0; the second of two calls (the engine is kept).
 
@@ -51,7 +54,8 @@ for entry in (REPO, REPO / "Testing"):  # run from a checkout, installed or not
     sys.path.insert(0, str(entry))
 
 ROWS = ("sam2-stock", "memseg-naive6", "memseg-axes3", "memseg-axes1", "lite-axes1", "lite-axes3",
-        "lite-axes1-openvino", "lite-axes3-openvino", "lite-axes3-openvino-auto", "memsam-10", "memsam-100")
+        "lite-axes1-openvino", "lite-axes3-openvino", "lite-axes3-openvino-auto", "lite-click-axes1", "lite-click-axes3",
+        "lite-click-axes3-openvino", "memsam-10", "memsam-100")
 BASELINE = "sam2-stock"
 SAM2_CONFIG = "configs/sam2/sam2_hiera_t.yaml"  # MedSAM2_pretrain's (Hiera-T, SAM 2.0)
 RANDOM_SAM2 = "bench-sam2-random"
@@ -68,7 +72,7 @@ class Preset:
 PRESETS = {
     "smoke": Preset("phantom", 128, memsam_tiny=True,
                     rows=("sam2-stock", "memseg-naive6", "memseg-axes3", "memseg-axes1", "lite-axes1",
-                          "memsam-10")),
+                          "lite-click-axes1", "memsam-10")),
     "cpu": Preset("chest", 512, memsam_tiny=False),
     # the issue's laptop target: one axis through a 256 x 256 x 100 volume
     "cpu-target": Preset("phantom-large", 512, memsam_tiny=False,
@@ -308,14 +312,24 @@ def _memseg_row(row, volume, reference, intensity, prompt, preset, device, work,
             "skipped_axes": passes.skipped}
 
 
+def lite_row_parts(row: str) -> tuple:
+    """lite[-click]-axes{1,3}[-{backend}[-{precision}]] -> (click, axes, [backend, precision])."""
+    parts = row.split("-")[1:]
+    click = parts[0] == "click"
+    axes, *variant = parts[1:] if click else parts
+    return click, int(axes[-1]), variant
+
+
 def _lite_row(row, volume, reference, intensity, prompt, device) -> dict:
     from MemSegLogic import segment_volume
+    from MemSegLogic.app.demo import seed_clicks
     from MemSegLogic.core.metrics import dice
     from MemSegLogic.engines import load_engine
     from MemSegLogic.volume3d import SpeedOptions
 
-    # lite-axes{1,3}[-{backend}[-{precision}]]
-    _, axes, *variant = row.split("-")
+    click, axes, variant = lite_row_parts(row)
+    if click:  # one positive click at the reference's deepest point, where a user clicks
+        prompt, _ = seed_clicks(reference)
     backend = variant[0] if variant else "torch"
     precision = variant[1] if len(variant) > 1 else "fp32"
     speed = SpeedOptions(backend=backend, precision=precision)
@@ -323,10 +337,13 @@ def _lite_row(row, volume, reference, intensity, prompt, device) -> dict:
     load_engine("medsam-lite", device, backend=backend, precision=precision)  # kept by the engine cache
     load_s = time.perf_counter() - started
     _start_gpu_peak(device)
-    result = segment_volume(volume, prompt, model="medsam-lite", axes=int(axes[-1]), device=str(device),
-                            preset=intensity, speed=speed)
+    first_shown = []  # when the seed slice reached the preview: what a user sees first
+    started = time.perf_counter()
+    result = segment_volume(volume, prompt, model="medsam-lite", axes=axes, device=str(device), preset=intensity,
+                            speed=speed, preview=lambda update: first_shown or first_shown.append(time.perf_counter()))
     return {"wall_s": result.seconds, "load_s": load_s, "slices_visited": result.slices_visited,
-            "slices_encoded": result.slices_encoded, "dice": dice(result.mask, reference)}
+            "slices_encoded": result.slices_encoded, "dice": dice(result.mask, reference),
+            "first_result_s": first_shown[0] - started}
 
 
 def _memsam_row(frames_count: int, preset: Preset, device, work) -> dict:
@@ -431,7 +448,10 @@ def with_ratios(rows: dict) -> dict:
         figures["encoded_per_s"] = figures["slices_encoded"] / figures["wall_s"]
         if base and "error" not in base and not name.startswith("memsam"):
             figures["time_vs_stock"] = figures["wall_s"] / base["wall_s"]
-        torch_row = rows.get("-".join(name.split("-")[:2])) if name.startswith("lite-") else None
+        torch_row = None
+        if name.startswith("lite-"):  # the same prompt and axes on PyTorch
+            click, axes, _ = lite_row_parts(name)
+            torch_row = rows.get(f"lite{'-click' if click else ''}-axes{axes}")
         if torch_row is not None and torch_row is not figures and "error" not in torch_row:
             figures["time_vs_torch"] = figures["wall_s"] / torch_row["wall_s"]
     return rows
@@ -439,21 +459,22 @@ def with_ratios(rows: dict) -> dict:
 
 def table(rows: dict) -> str:
     lines = ["| row | wall s | × stock | × torch | slices visited | slices encoded | visited/s | encoded/s | "
-             "peak RSS MB | peak GPU MB | load s | Dice |", "|" + "---|" * 12]
+             "peak RSS MB | peak GPU MB | load s | first result s | Dice |", "|" + "---|" * 13]
 
     def cell(figures, key, fmt):
         return fmt.format(figures[key]) if key in figures else "–"
 
     for name, f in rows.items():
         if "error" in f:
-            lines.append(f"| {name} | failed: {f['error']} |" + " |" * 10)
+            lines.append(f"| {name} | failed: {f['error']} |" + " |" * 11)
             continue
         lines.append(" | ".join([f"| {name}", cell(f, "wall_s", "{:.2f}"), cell(f, "time_vs_stock", "{:.2f}"),
                                  cell(f, "time_vs_torch", "{:.2f}"),
                                  cell(f, "slices_visited", "{}"), cell(f, "slices_encoded", "{}"),
                                  cell(f, "slices_per_s", "{:.2f}"), cell(f, "encoded_per_s", "{:.2f}"),
                                  cell(f, "peak_rss_mb", "{:.0f}"), cell(f, "peak_gpu_mb", "{:.0f}"),
-                                 cell(f, "load_s", "{:.1f}"), cell(f, "dice", "{:.4f}")]) + " |")
+                                 cell(f, "load_s", "{:.1f}"), cell(f, "first_result_s", "{:.2f}"),
+                                 cell(f, "dice", "{:.4f}")]) + " |")
     return "\n".join(lines)
 
 
