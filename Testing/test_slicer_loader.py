@@ -134,6 +134,10 @@ def install_standins():
 
     qt = qt_standin.qt_module()
     sys.modules["qt"] = qt
+    import slicer_standins  # parameterNodeWrapper, replayed (Testing/slicer_api)
+
+    slicer.parameterNodeWrapper = sys.modules["slicer.parameterNodeWrapper"] = \
+        slicer_standins.parameter_node_wrapper_module()
 
     # SegmentEditorEffects (Slicer's package): the base class as Slicer defines it
     # (AbstractScriptedSegmentEditorEffect.py: __init__ keeps the adaptor, register() adds it to
