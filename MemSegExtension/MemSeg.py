@@ -244,6 +244,7 @@ class MemSegParameterNode:
     segmentId: str = ""
     model: str = ""
     preset: str = ""
+    axes: str = "3"  # how many orientations propagate: "3" (all, fused) or "1" (along K only, faster)
 
 
 #
@@ -440,6 +441,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentCombo.connect("currentIndexChanged(int)", self._onSegmentChosen)
         self.ui.modelCombo.connect("currentIndexChanged(int)", self._onModelOrPresetChosen)
         self.ui.presetCombo.connect("currentIndexChanged(int)", self._onModelOrPresetChosen)
+        self.ui.axesCombo.connect("currentIndexChanged(int)", self._onModelOrPresetChosen)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.batchButton.connect("clicked(bool)", self.onBatchButton)
         self.ui.undoButton.connect("clicked(bool)", self.onUndoButton)
@@ -494,7 +496,8 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameters = self._parameterNode
         if parameters is None:
             return
-        for combo, value in ((self.ui.segmentCombo, parameters.segmentId), (self.ui.presetCombo, parameters.preset)):
+        for combo, value in ((self.ui.segmentCombo, parameters.segmentId), (self.ui.presetCombo, parameters.preset),
+                             (self.ui.axesCombo, parameters.axes)):
             wasBlocked = combo.blockSignals(True)
             combo.currentIndex = max(combo.findData(value), 0)
             combo.blockSignals(wasBlocked)
@@ -512,6 +515,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.NodeModify(self._parameterNode):
                 self._parameterNode.model = self.ui.modelCombo.currentText
                 self._parameterNode.preset = self.ui.presetCombo.currentData or ""
+                self._parameterNode.axes = self.ui.axesCombo.currentData or "3"
         qt.QSettings().setValue(DEFAULT_MODEL_SETTING, self.ui.modelCombo.currentText)
 
     def _checkCanApply(self, *unused):
@@ -537,6 +541,9 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelCombo.addItem(name)
             if description:
                 self.ui.modelCombo.setItemData(self.ui.modelCombo.count - 1, description, qt.Qt.ToolTipRole)
+        self.ui.axesCombo.clear()
+        self.ui.axesCombo.addItem(_("all three, fused"), "3")
+        self.ui.axesCombo.addItem(_("axial only (faster)"), "1")
         self.ui.presetCombo.clear()
         self.ui.presetCombo.addItem(_("(default)"), "")  # preset None: the model's own
         for name, description in self.logic.presetChoices():
@@ -575,7 +582,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _setRunning(self, running):
         self.ui.cancelButton.enabled = running
         for widget in (self.ui.volumeSelector, self.ui.segmentationSelector, self.ui.segmentCombo,
-                       self.ui.pointsSelector, self.ui.roiSelector, self.ui.modelCombo, self.ui.presetCombo,
+                       self.ui.pointsSelector, self.ui.roiSelector, self.ui.modelCombo, self.ui.presetCombo, self.ui.axesCombo,
                        self.ui.downloadButton, self.ui.deleteButton, self.ui.verifyButton):
             widget.enabled = not running
         self._checkCanApply()
@@ -656,7 +663,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         task = background.BackgroundTask(
             runner.segment_volume, volume, prompt, model=model, preset=self._parameterNode.preset or None,
-            device=self.logic.device(), speed=self.logic.speedOptions(model))
+            axes=int(self._parameterNode.axes or 3), device=self.logic.device(), speed=self.logic.speedOptions(model))
         self._start(task, volumeNode.GetName(),
                     lambda result: self._writeResult(result, volumeNode, segmentationNode, segmentId, volume.ijk_to_ras,
                                                      undoInEditor))

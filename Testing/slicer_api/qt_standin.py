@@ -7,6 +7,7 @@ Slicer. Listed properties keep what is set; a few widgets keep the state the eff
 nothing. No drawing, no events: it checks that the code speaks Qt's API, not that Qt behaves.
 """
 
+import inspect
 import json
 import pathlib
 import types
@@ -60,13 +61,25 @@ class StandIn:
             return
         for connected, slot in list(self._connections):
             if connected == signal:
-                slot(*args)
+                slot(*args[:_accepted(slot, len(args))])
 
     def blockSignals(self, block):
         """QObject::blockSignals: returns the previous state."""
         previous = self._state.get("_signalsBlocked", False)
         self._state["_signalsBlocked"] = block
         return previous
+
+
+def _accepted(slot, offered):
+    """How many of a signal's arguments PythonQt passes: no more than the Python slot takes
+    (PythonQtSignalReceiver: a slot(self) connected to clicked(bool) is called without the bool)."""
+    try:
+        parameters = inspect.signature(slot).parameters.values()
+    except (TypeError, ValueError):
+        return offered
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return offered
+    return min(offered, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters))
 
 
 class QComboBox(StandIn):

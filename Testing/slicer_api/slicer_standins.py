@@ -12,6 +12,8 @@
   defaults written on wrap, ``connectGui`` by the widgets' "SlicerParameterName" property.
 - `scripted_loadable_module`: ``slicer.ScriptedLoadableModule``'s widget and logic bases; the
   logic's getParameterNode / createParameterNode replay Base/Python/slicer/ScriptedLoadableModule.py.
+- `i18n_module`, `segment_editor_effects_modules`: ``slicer.i18n`` without a translation installed,
+  and Slicer's ``SegmentEditorEffects`` package with its effect base class.
 Real MRML (slicer-core) under all of them.
 """
 
@@ -116,6 +118,24 @@ class ctkCollapsibleButton(SlicerWidget):
 
 SLICER_WIDGETS = {cls.SLICER_CLASS: cls for cls in (qMRMLWidget, qMRMLNodeComboBox, qSlicerMarkupsPlaceWidget,
                                                     ctkPathLineEdit, ctkCollapsibleButton)}
+for _cls in SLICER_WIDGETS.values():  # enum values as class attributes (slicer.qSlicerMarkupsPlaceWidget.ForcePlace...)
+    for _member in SLICER_LISTING["classes"][_cls.SLICER_CLASS]["attributes"]:
+        if _member[:1].isupper() and not hasattr(_cls, _member):
+            setattr(_cls, _member, _member)
+
+
+def load_scripted_module(path, parent):
+    """qSlicerScriptedLoadableModule::setPythonSource (Base/QTGUI/qSlicerScriptedLoadableModule.cxx):
+    the file runs as a module named after it (qSlicerScriptedUtils::loadSourceAsModule), then the
+    class of that name is instantiated with the module's parent object."""
+    import importlib.util
+    import sys
+
+    name = pathlib.Path(path).stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, getattr(module, name)(parent)
 
 
 def _value(element, qt):
@@ -389,4 +409,43 @@ def scripted_loadable_module(module_paths):
     for cls in (ScriptedLoadableModule, ScriptedLoadableModuleWidget, ScriptedLoadableModuleLogic,
                 ScriptedLoadableModuleTest):
         setattr(module, cls.__name__, cls)
+    return module
+
+
+def i18n_module():
+    """slicer.i18n (Base/Python/slicer/i18n.py): tr / translate return the text when no translation
+    is installed."""
+    module = types.ModuleType("slicer.i18n")
+    module.tr = lambda text: text
+    module.translate = lambda context, text: text
+    return module
+
+
+def segment_editor_effects_modules(register):
+    """Slicer's SegmentEditorEffects package and its AbstractScriptedSegmentEditorEffect module
+    (Modules/Loadable/Segmentations/EditorEffects/Python/SegmentEditorEffects/): __init__ keeps the
+    adaptor; register() hands it to the effect factory, here ``register(scriptedEffect)``."""
+    package = types.ModuleType("SegmentEditorEffects")
+    package.__path__ = []
+
+    class AbstractScriptedSegmentEditorEffect:
+        def __init__(self, scriptedEffect):
+            self.scriptedEffect = scriptedEffect
+
+        def register(self):
+            register(self.scriptedEffect)
+
+    base = types.ModuleType("SegmentEditorEffects.AbstractScriptedSegmentEditorEffect")
+    base.AbstractScriptedSegmentEditorEffect = package.AbstractScriptedSegmentEditorEffect = \
+        AbstractScriptedSegmentEditorEffect
+    base.__all__ = ["AbstractScriptedSegmentEditorEffect"]
+    return {package.__name__: package, base.__name__: base}
+
+
+def ctk_module():
+    """``ctk`` with the CTK widget stand-ins listed in slicer_widgets_listing.json."""
+    module = types.ModuleType("ctk")
+    for name, cls in SLICER_WIDGETS.items():
+        if name.startswith("ctk"):
+            setattr(module, name, cls)
     return module
