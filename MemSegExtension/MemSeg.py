@@ -460,8 +460,17 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self):
-        """Another module is shown: stop following the parameter node (enter reconnects)."""
-        self.setParameterNode(None)
+        """Another module is shown: the panel stops following the parameter node (enter reconnects);
+        a running batch goes on with it."""
+        self._stopFollowingParameterNode()
+
+    def _stopFollowingParameterNode(self):
+        """The panel no longer writes into the parameter node nor shows its changes."""
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            if self.hasObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified):
+                self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneEndClose(self, caller=None, event=None):
         if self.parent.isEntered:
@@ -480,10 +489,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.model = self.logic.defaultModel()
 
     def setParameterNode(self, parameterNode):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._stopFollowingParameterNode()
         self._parameterNode = parameterNode
         if self._parameterNode:
             # The .ui names each node selector's parameter (its "SlicerParameterName" property).
