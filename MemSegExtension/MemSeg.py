@@ -205,7 +205,8 @@ class MemSeg(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("MemSeg")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
-        self.parent.dependencies = []
+        # Its parameter node holds markups and segmentation nodes (their classes come from these modules).
+        self.parent.dependencies = ["Markups", "Segmentations"]
         self.parent.contributors = ["MemSeg team"]
         self.parent.helpText = _(
             "Segment a whole 3D volume (or a 3D+t sequence) from a single prompt: place a few "
