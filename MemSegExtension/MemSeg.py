@@ -13,13 +13,21 @@ import os
 import sys
 import traceback
 
-import ctk
 import qt
 import slicer
+import vtk
+from slicer import (
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLMarkupsROINode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
+from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
@@ -36,69 +44,29 @@ SERVER_URL_SETTING = "MemSeg/ServerURL"
 SERVER_TOKEN_SETTING = "MemSeg/ServerToken"
 
 
-def _runOn():
-    _ensureLogicImportable()
-    from MemSegLogic.serve import RUN_HERE
-
-    return slicer.util.settingsValue(RUN_ON_SETTING, RUN_HERE)
-
-
+# The effects and console scripts call these module-level names; each asks the shared logic.
 def segmenter():
-    """What runs segmentations, as the "Run on" setting says: MemSegLogic on this computer, or a
-    client of a MemSeg server (the same calls and results; MemSegLogic.serve.segmenter decides)."""
-    from MemSegLogic.serve import segmenter as choose
-
-    return choose(_runOn(), slicer.util.settingsValue(SERVER_URL_SETTING, ""),
-                  slicer.util.settingsValue(SERVER_TOKEN_SETTING, ""))
+    return MemSegModuleLogic().segmenter()
 
 
 def speedOptions(model):
-    """`SpeedOptions` from the settings for ``model``: its input size and the CPU backend."""
-    _ensureLogicImportable()
-    from MemSegLogic import SpeedOptions
-
-    return SpeedOptions(input_size=settingsInputSize(model),
-                        backend=slicer.util.settingsValue(CPU_BACKEND_SETTING, "auto") or "auto")
+    return MemSegModuleLogic().speedOptions(model)
 
 
 def settingsDevice():
-    """The device chosen in the settings; "auto" with a server, which runs on its own device."""
-    from MemSegLogic.serve import RUN_HERE
-
-    return slicer.util.settingsValue(DEVICE_SETTING, "auto") if _runOn() == RUN_HERE else "auto"
-
-
-def applyWeightsFolderSetting():
-    """MemSegLogic finds weights through MEMSEG_WEIGHTS_DIR; the module's setting (if any) sets it
-    for this Slicer session (the effect and console scripts then use the same folder)."""
-    folder = slicer.util.settingsValue(WEIGHTS_FOLDER_SETTING, "")
-    if folder:
-        os.environ["MEMSEG_WEIGHTS_DIR"] = folder
-    else:
-        os.environ.pop("MEMSEG_WEIGHTS_DIR", None)
+    return MemSegModuleLogic().device()
 
 
 def settingsInputSize(model):
-    """The input size chosen in the settings for ``model`` (None: the model's own; LiteMedSAM,
-    fixed at 256, always gets None)."""
-    size = slicer.util.settingsValue(INPUT_SIZE_SETTING, "")
-    if not size:
-        return None
-    from MemSegLogic.runtime.checkpoints import get_checkpoint
-
-    try:
-        return int(size) if get_checkpoint(model).engine == "medsam2" else None
-    except Exception:  # an unknown model: segment_volume says so itself
-        return None
+    return MemSegModuleLogic().inputSize(model)
 
 
 def defaultModel():
-    """The 3D model the module and the MedSAM-2 effect start with: the user's choice in the
-    module's settings, else MemSegLogic's default (defined once, in the logic)."""
-    _ensureLogicImportable()
-    from MemSegLogic.runtime.checkpoints import DEFAULT_MODEL
+    return MemSegModuleLogic().defaultModel()
 
-    return slicer.util.settingsValue(DEFAULT_MODEL_SETTING, DEFAULT_MODEL)
+
+def applyWeightsFolderSetting():
+    MemSegModuleLogic().applyWeightsFolderSetting()
 
 
 def _ensureLogicImportable():
@@ -141,7 +109,7 @@ def ensureDependencies(askConfirmation=True):
     from MemSegLogic.serve import RUN_ON_SERVER
 
     # Segmenting on a MemSeg server: the client only, no torch (switch "Run on" back to install the rest).
-    plan = dependencies.current_plan(requirements, version, client_only=_runOn() == RUN_ON_SERVER)
+    plan = dependencies.current_plan(requirements, version, client_only=MemSegModuleLogic().runOn() == RUN_ON_SERVER)
     if plan.nothing_to_do:
         if askConfirmation and not _offerOptionalPackages(plan):
             slicer.util.infoDisplay(plan.summary())
@@ -188,7 +156,7 @@ def ensureDependencies(askConfirmation=True):
                         os.environ.pop(key, None)
                     else:
                         os.environ[key] = value
-    remaining = dependencies.current_plan(requirements, version, client_only=_runOn() == RUN_ON_SERVER)
+    remaining = dependencies.current_plan(requirements, version, client_only=MemSegModuleLogic().runOn() == RUN_ON_SERVER)
     if not remaining.nothing_to_do:
         slicer.util.errorDisplay(_("Some packages are still missing; restart Slicer and try again.\n\n")
                                  + remaining.summary())
@@ -227,14 +195,6 @@ def segmentEditorWidget():
     return module.widgetRepresentation().self().editor
 
 
-def _checkpointName(checkpoint):
-    if isinstance(checkpoint, str):
-        return checkpoint
-    if isinstance(checkpoint, dict):
-        return checkpoint["name"]
-    return checkpoint.name
-
-
 #
 # MemSeg
 #
@@ -245,7 +205,8 @@ class MemSeg(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("MemSeg")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
-        self.parent.dependencies = []
+        # Its parameter node holds markups and segmentation nodes (their classes come from these modules).
+        self.parent.dependencies = ["Markups", "Segmentations"]
         self.parent.contributors = ["MemSeg team"]
         self.parent.helpText = _(
             "Segment a whole 3D volume (or a 3D+t sequence) from a single prompt: place a few "
@@ -265,16 +226,143 @@ class MemSeg(ScriptedLoadableModule):
 
 
 #
+# MemSegParameterNode
+#
+
+
+@parameterNodeWrapper
+class MemSegParameterNode:
+    """The module's choices, kept in the scene (saved with it, restored when it is loaded).
+
+    inputVolume, segmentation, seedPoints, seedBox: what Apply segments, where it writes, the prompt.
+    segmentId: the segment to write into ("" = a new one). model, preset: as in the lists (preset "" =
+    the model's default). Machine-wide choices (device, where to run, weights folder) are settings."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    segmentation: vtkMRMLSegmentationNode
+    seedPoints: vtkMRMLMarkupsFiducialNode
+    seedBox: vtkMRMLMarkupsROINode
+    segmentId: str = ""
+    model: str = ""
+    preset: str = ""
+    axes: str = "3"  # how many orientations propagate: "3" (all, fused) or "1" (along K only, faster)
+
+
+#
+# MemSegModuleLogic
+#
+
+
+class MemSegModuleLogic(ScriptedLoadableModuleLogic):
+    """What the module panel, both Segment Editor effects and the Python console share: MemSeg's
+    settings read one way (where and how models run, which model, the weights folder) and the
+    module's parameter node. Everything that computes is in the Qt-free MemSegLogic package.
+
+    Not called ``MemSegLogic`` (Slicer's ``<Module>Logic`` habit): that is the package's name, and a
+    class of that name in this file would hide the package here and in ``from MemSeg import *``."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.moduleName = "MemSeg"  # the parameter node belongs to the module, not to this class's name
+
+    def getParameterNode(self):
+        return MemSegParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def runOn():
+        _ensureLogicImportable()
+        from MemSegLogic.serve import RUN_HERE
+
+        return slicer.util.settingsValue(RUN_ON_SETTING, RUN_HERE)
+
+    def segmenter(self):
+        """What runs segmentations, as the "Run on" setting says: MemSegLogic on this computer, or a
+        client of a MemSeg server (the same calls and results; MemSegLogic.serve.segmenter decides)."""
+        from MemSegLogic.serve import segmenter as choose
+
+        return choose(self.runOn(), slicer.util.settingsValue(SERVER_URL_SETTING, ""),
+                      slicer.util.settingsValue(SERVER_TOKEN_SETTING, ""))
+
+    def speedOptions(self, model):
+        """`SpeedOptions` from the settings for ``model``: its input size and the CPU backend."""
+        _ensureLogicImportable()
+        from MemSegLogic import SpeedOptions
+
+        return SpeedOptions(input_size=self.inputSize(model),
+                            backend=slicer.util.settingsValue(CPU_BACKEND_SETTING, "auto") or "auto")
+
+    def device(self):
+        """The device chosen in the settings; "auto" with a server, which runs on its own device."""
+        from MemSegLogic.serve import RUN_HERE
+
+        return slicer.util.settingsValue(DEVICE_SETTING, "auto") if self.runOn() == RUN_HERE else "auto"
+
+    @staticmethod
+    def inputSize(model):
+        """The input size chosen in the settings for ``model``; None: the model's own (always for
+        models without a choice, MemSegLogic.runtime.checkpoints.takes_input_size)."""
+        size = slicer.util.settingsValue(INPUT_SIZE_SETTING, "")
+        _ensureLogicImportable()
+        from MemSegLogic.runtime.checkpoints import takes_input_size
+
+        return int(size) if size and takes_input_size(model) else None
+
+    @staticmethod
+    def defaultModel():
+        """The 3D model the module and the MedSAM-2 effect start with: the user's choice in the
+        module's settings, else MemSegLogic's default (defined once, in the logic)."""
+        _ensureLogicImportable()
+        from MemSegLogic.runtime.checkpoints import DEFAULT_MODEL
+
+        return slicer.util.settingsValue(DEFAULT_MODEL_SETTING, DEFAULT_MODEL)
+
+    @staticmethod
+    def applyWeightsFolderSetting():
+        """MemSegLogic finds weights through MEMSEG_WEIGHTS_DIR; the module's setting (if any) sets it
+        for this Slicer session (the effects and console scripts then use the same folder)."""
+        folder = slicer.util.settingsValue(WEIGHTS_FOLDER_SETTING, "")
+        if folder:
+            os.environ["MEMSEG_WEIGHTS_DIR"] = folder
+        else:
+            os.environ.pop("MEMSEG_WEIGHTS_DIR", None)
+
+    def modelChoices(self):
+        """(name, description) for the model list, the user's default included."""
+        _ensureLogicImportable()
+        from MemSegLogic.runtime.checkpoints import volume_model_choices
+
+        return volume_model_choices(self.defaultModel())
+
+    @staticmethod
+    def presetChoices():
+        """(name, description) of the intensity presets."""
+        _ensureLogicImportable()
+        from MemSegLogic.core.intensity import PRESETS
+
+        return [(name, preset.description) for name, preset in PRESETS.items()]
+
+    @staticmethod
+    def segmentationVolumes():
+        """The volumes "Apply to all volumes" offers: every scalar volume but label maps."""
+        return [node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                if not node.IsA("vtkMRMLLabelMapVolumeNode")]
+
+
+#
 # MemSegWidget
 #
 
 
 class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Module panel: inputs, model settings, Apply / progress / Cancel."""
+    """Module panel (Resources/UI/MemSeg.ui): inputs, model settings, Apply / progress / Cancel. The
+    choices of the Inputs section live in the scene's parameter node (MemSegParameterNode)."""
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
+        VTKObservationMixin.__init__(self)  # observes the parameter node and the scene
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
         self._queue = []  # segmentations still to run (a batch)
         self._observedSegmentation = None
         self._undoSegmentation = None  # the last Apply's, when it went to MemSeg's own undo history
@@ -286,296 +374,189 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ setup
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MemSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)  # the .ui passes the scene on to each MRML widget
+        self.logic = MemSegModuleLogic()
+
         _ensureLogicImportable()
+        from MemSegLogic.engines.backends import BACKENDS
         from MemSegLogic.runtime.slicer_support import slicer_version_problem
+        from MemSegLogic.serve import RUN_HERE, RUN_ON_SERVER
 
         versionProblem = slicer_version_problem((slicer.app.majorVersion, slicer.app.minorVersion))
         if versionProblem:
             logging.error(versionProblem)
-            self.layout.addWidget(qt.QLabel(versionProblem))
+            self.ui.versionProblemLabel.text = versionProblem
+            self.ui.versionProblemLabel.visible = True
 
-        # Inputs
-        inputsButton = ctk.ctkCollapsibleButton()
-        inputsButton.text = _("Inputs")
-        self.layout.addWidget(inputsButton)
-        inputsForm = qt.QFormLayout(inputsButton)
+        for placeWidget in (self.ui.pointsPlaceWidget, self.ui.roiPlaceWidget):
+            placeWidget.placeButton().show()
+        self.ui.pointsPlaceWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups
+        self.ui.pointsPlaceWidget.deleteButton().show()
 
-        self.volumeSelector = self._nodeSelector(
-            "vtkMRMLScalarVolumeNode", _("Image to segment (a 3D volume, or the current frame of a sequence)."),
-            addEnabled=False, noneEnabled=False)
-        self.volumeSelector.showChildNodeTypes = False  # no label maps
-        inputsForm.addRow(_("Input volume:"), self.volumeSelector)
-
-        self.segmentationSelector = self._nodeSelector(
-            "vtkMRMLSegmentationNode", _("Segmentation that receives the result. Choose 'Create new' to make one."),
-            addEnabled=True, noneEnabled=True)
-        inputsForm.addRow(_("Segmentation:"), self.segmentationSelector)
-
-        self.segmentCombo = qt.QComboBox()
-        self.segmentCombo.toolTip = _("Segment to write into; '(new segment)' adds one.")
-        inputsForm.addRow(_("Segment:"), self.segmentCombo)
-
-        self.pointsSelector = self._nodeSelector(
-            "vtkMRMLMarkupsFiducialNode", _("Positive clicks on the structure (optional if a box is given)."),
-            addEnabled=True, noneEnabled=True)
-        self.pointsPlaceWidget = self._placeWidget(multiple=True)
-        inputsForm.addRow(_("Seed points:"), self._row(self.pointsSelector, self.pointsPlaceWidget))
-
-        self.roiSelector = self._nodeSelector(
-            "vtkMRMLMarkupsROINode", _("Box around the structure (optional if points are given)."),
-            addEnabled=True, noneEnabled=True)
-        self.roiPlaceWidget = self._placeWidget(multiple=False)
-        inputsForm.addRow(_("Seed box:"), self._row(self.roiSelector, self.roiPlaceWidget))
-
-        # Settings
-        settingsButton = ctk.ctkCollapsibleButton()
-        settingsButton.text = _("Settings")
-        self.layout.addWidget(settingsButton)
-        settingsForm = qt.QFormLayout(settingsButton)
-
-        self.modelCombo = qt.QComboBox()
-        self.modelCombo.toolTip = _("Model that segments and propagates the prompt.")
-        settingsForm.addRow(_("Model:"), self.modelCombo)
-
-        self.presetCombo = qt.QComboBox()
-        self.presetCombo.toolTip = _("How image intensities are windowed before they reach the model.")
-        settingsForm.addRow(_("Intensity preset:"), self.presetCombo)
-
-        self.deviceCombo = qt.QComboBox()
+        # Settings (QSettings: this computer's, for the module, both effects and the console)
         for device in ("auto", "cuda", "mps", "cpu"):
-            self.deviceCombo.addItem(device)
-        self.deviceCombo.toolTip = _("Where models run (also for the MedSAM-2 Segment Editor effect). "
-                                     "auto: CUDA, then Apple MPS, then CPU.")
-        self.deviceCombo.currentText = slicer.util.settingsValue(DEVICE_SETTING, "auto")
-        self.deviceCombo.connect("currentTextChanged(QString)",
-                                 lambda text: qt.QSettings().setValue(DEVICE_SETTING, text))
-        settingsForm.addRow(_("Device:"), self.deviceCombo)
-
-        # Where segmentations run: here, or on a MemSeg server (`memseg serve` on a GPU machine)
-        _ensureLogicImportable()
-        from MemSegLogic.serve import RUN_HERE, RUN_ON_SERVER
-
-        self.runOnCombo = qt.QComboBox()
-        self.runOnCombo.addItem(_("this computer"), RUN_HERE)
-        self.runOnCombo.addItem(_("a MemSeg server"), RUN_ON_SERVER)
-        self.runOnCombo.toolTip = _("Where the module and both Segment Editor effects run models. A MemSeg server "
-                                    "(memseg serve) lends its GPU; this computer then needs no PyTorch.")
-        self.runOnCombo.currentIndex = max(0, self.runOnCombo.findData(_runOn()))
-        self.runOnCombo.connect("currentIndexChanged(int)", self._onRunOnChanged)
-        settingsForm.addRow(_("Run on:"), self.runOnCombo)
-        self.serverUrlEdit = qt.QLineEdit()
-        self.serverUrlEdit.placeholderText = "http://gpu-box:8765"
-        self.serverUrlEdit.text = slicer.util.settingsValue(SERVER_URL_SETTING, "")
-        self.serverUrlEdit.connect("editingFinished()", lambda: qt.QSettings().setValue(
-            SERVER_URL_SETTING, self.serverUrlEdit.text.strip()))
-        self.serverTokenEdit = qt.QLineEdit()
-        self.serverTokenEdit.echoMode = qt.QLineEdit.Password
-        self.serverTokenEdit.placeholderText = _("printed by memseg serve when it first starts")
-        self.serverTokenEdit.text = slicer.util.settingsValue(SERVER_TOKEN_SETTING, "")
-        self.serverTokenEdit.connect("editingFinished()", lambda: qt.QSettings().setValue(
-            SERVER_TOKEN_SETTING, self.serverTokenEdit.text.strip()))
-        self.testConnectionButton = qt.QPushButton(_("Test connection"))
-        self.testConnectionButton.connect("clicked(bool)", lambda unused: self.onTestConnection())
-        settingsForm.addRow(_("Server address:"), self.serverUrlEdit)
-        settingsForm.addRow(_("Server token:"), self.serverTokenEdit)
-        settingsForm.addRow(self.testConnectionButton)
+            self.ui.deviceCombo.addItem(device)
+        self.ui.deviceCombo.currentText = slicer.util.settingsValue(DEVICE_SETTING, "auto")
+        self.ui.deviceCombo.connect("currentTextChanged(QString)",
+                                    lambda text: qt.QSettings().setValue(DEVICE_SETTING, text))
+        self.ui.runOnCombo.addItem(_("this computer"), RUN_HERE)
+        self.ui.runOnCombo.addItem(_("a MemSeg server"), RUN_ON_SERVER)
+        self.ui.runOnCombo.currentIndex = max(0, self.ui.runOnCombo.findData(self.logic.runOn()))
+        self.ui.runOnCombo.connect("currentIndexChanged(int)", self._onRunOnChanged)
+        for setting, edit in ((SERVER_URL_SETTING, self.ui.serverUrlEdit), (SERVER_TOKEN_SETTING, self.ui.serverTokenEdit)):
+            edit.text = slicer.util.settingsValue(setting, "")
+            edit.connect("editingFinished()", lambda setting=setting, edit=edit: qt.QSettings().setValue(
+                setting, edit.text.strip()))
+        self.ui.testConnectionButton.connect("clicked(bool)", lambda unused: self.onTestConnection())
         self._onRunOnChanged()
-
-        self.inputSizeCombo = qt.QComboBox()
         for label, size in ((_("model's own"), ""), ("512", "512"), ("256", "256")):
-            self.inputSizeCombo.addItem(label, size)
-        self.inputSizeCombo.toolTip = _(
-            "Input size of MedSAM-2 / SAM 2 models. Smaller is several times faster on a CPU, at the cost "
-            "of detail on small objects (README: Speed). LiteMedSAM always runs at 256.")
-        self.inputSizeCombo.currentIndex = max(0, self.inputSizeCombo.findData(
+            self.ui.inputSizeCombo.addItem(label, size)
+        self.ui.inputSizeCombo.currentIndex = max(0, self.ui.inputSizeCombo.findData(
             slicer.util.settingsValue(INPUT_SIZE_SETTING, "")))
-        self.inputSizeCombo.connect("currentIndexChanged(int)", lambda index: qt.QSettings().setValue(
-            INPUT_SIZE_SETTING, self.inputSizeCombo.itemData(index)))
-        settingsForm.addRow(_("Model input size:"), self.inputSizeCombo)
-
-        from MemSegLogic.engines.backends import BACKENDS
-
-        self.backendCombo = qt.QComboBox()
+        self.ui.inputSizeCombo.connect("currentIndexChanged(int)", lambda index: qt.QSettings().setValue(
+            INPUT_SIZE_SETTING, self.ui.inputSizeCombo.itemData(index)))
         for backend in BACKENDS:
-            self.backendCombo.addItem(backend)
-        self.backendCombo.toolTip = _(
-            "Where medsam-lite's image encoder runs on a CPU. auto: OpenVINO when it is installed (several times "
-            "faster, same results; offered by Check / install Python packages), else PyTorch.")
-        self.backendCombo.currentText = slicer.util.settingsValue(CPU_BACKEND_SETTING, "auto")
-        self.backendCombo.connect("currentTextChanged(QString)",
-                                  lambda text: qt.QSettings().setValue(CPU_BACKEND_SETTING, text))
-        settingsForm.addRow(_("CPU engine:"), self.backendCombo)
+            self.ui.backendCombo.addItem(backend)
+        self.ui.backendCombo.currentText = slicer.util.settingsValue(CPU_BACKEND_SETTING, "auto")
+        self.ui.backendCombo.connect("currentTextChanged(QString)",
+                                     lambda text: qt.QSettings().setValue(CPU_BACKEND_SETTING, text))
+        self.ui.dependenciesButton.connect("clicked(bool)", lambda unused: ensureDependencies())
+        self.ui.weightsFolderEdit.currentPath = slicer.util.settingsValue(WEIGHTS_FOLDER_SETTING, "")
+        self.ui.weightsFolderEdit.connect("currentPathChanged(QString)", self._onWeightsFolderChanged)
+        self.logic.applyWeightsFolderSetting()
 
-        self.dependenciesButton = qt.QPushButton(_("Check / install Python packages"))
-        self.dependenciesButton.toolTip = _("Lists what MemSeg still needs in Slicer's Python and installs it after you confirm.")
-        self.dependenciesButton.connect("clicked(bool)", lambda unused: ensureDependencies())
-        settingsForm.addRow(self.dependenciesButton)
-
-        self.weightsFolderEdit = ctk.ctkPathLineEdit()
-        self.weightsFolderEdit.filters = ctk.ctkPathLineEdit.Dirs
-        self.weightsFolderEdit.toolTip = _("Folder for downloaded model weights (empty: MemSeg's default cache).")
-        self.weightsFolderEdit.currentPath = slicer.util.settingsValue(WEIGHTS_FOLDER_SETTING, "")
-        self.weightsFolderEdit.connect("currentPathChanged(QString)", self._onWeightsFolderChanged)
-        settingsForm.addRow(_("Weights folder:"), self.weightsFolderEdit)
-        applyWeightsFolderSetting()
-
-        # Checkpoints: list, download (in the background, with progress), verify, delete
-        checkpointsButton = ctk.ctkCollapsibleButton()
-        checkpointsButton.text = _("Model weights")
-        checkpointsButton.collapsed = True
-        self.layout.addWidget(checkpointsButton)
-        checkpointsLayout = qt.QVBoxLayout(checkpointsButton)
-        self.checkpointTable = qt.QTableWidget()
-        self.checkpointTable.setColumnCount(4)
-        self.checkpointTable.setHorizontalHeaderLabels([_("Model"), _("Size"), _("State"), _("Description")])
-        self.checkpointTable.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
-        self.checkpointTable.setSelectionMode(qt.QAbstractItemView.SingleSelection)
-        self.checkpointTable.setEditTriggers(qt.QAbstractItemView.NoEditTriggers)
-        self.checkpointTable.horizontalHeader().setStretchLastSection(True)
-        checkpointsLayout.addWidget(self.checkpointTable)
-        self.downloadButton = qt.QPushButton(_("Download"))
-        self.downloadButton.toolTip = _("Download the selected model's weights and check their SHA-256.")
-        self.verifyButton = qt.QPushButton(_("Verify"))
-        self.verifyButton.toolTip = _("Check the selected file's SHA-256 against the registered one.")
-        self.deleteButton = qt.QPushButton(_("Delete"))
-        self.deleteButton.toolTip = _("Delete the selected model's downloaded file.")
-        checkpointsLayout.addLayout(self._hbox(self.downloadButton, self.verifyButton, self.deleteButton))
-        self.downloadButton.connect("clicked(bool)", self.onDownloadCheckpoint)
-        self.verifyButton.connect("clicked(bool)", self.onVerifyCheckpoint)
-        self.deleteButton.connect("clicked(bool)", self.onDeleteCheckpoint)
-
-        # Run
-        self.applyButton = qt.QPushButton(_("Apply"))
-        self.applyButton.toolTip = _("Segment the volume from the prompt.")
-        self.batchButton = qt.QPushButton(_("Apply to all volumes"))
-        self.batchButton.toolTip = _("Segment every volume in the scene from the same seed points / box (e.g. "
-                                     "registered follow-up scans), each into its own segmentation; volumes "
-                                     "the seeds do not fall inside are skipped.")
-        self.undoButton = qt.QPushButton(_("Undo"))
-        self.undoButton.toolTip = _("Undo the last Apply. (An Apply into the segmentation the Segment Editor "
-                                    "edits is undone there instead, with its Undo button or Ctrl+Z.)")
-        self.undoButton.enabled = False
-        self.undoButton.connect("clicked(bool)", self.onUndoButton)
-        self.layout.addLayout(self._hbox(self.applyButton, self.batchButton, self.undoButton))
-        self.effectButton = qt.QPushButton(_("Open the MedSAM-2 effect in the Segment Editor"))
-        self.effectButton.toolTip = _("Click on the structure in a slice view instead of placing markups.")
-        self.effectButton.connect("clicked(bool)", self.onOpenEffect)
-        self.layout.addWidget(self.effectButton)
-
-        self.progressBar = qt.QProgressBar()
-        self.progressBar.setRange(0, 100)
-        self.progressBar.value = 0
-        self.progressBar.textVisible = True
-        self.cancelButton = qt.QPushButton(_("Cancel"))
-        self.cancelButton.toolTip = _("Stop the running segmentation; nothing is written.")
-        self.cancelButton.enabled = False
-        self.layout.addLayout(self._hbox(self.progressBar, self.cancelButton))
-
-        self.statusLabel = qt.QLabel("")
-        self.statusLabel.wordWrap = True
-        self.layout.addWidget(self.statusLabel)
-
-        self.layout.addStretch(1)
+        # Model weights
+        self.ui.downloadButton.connect("clicked(bool)", self.onDownloadCheckpoint)
+        self.ui.verifyButton.connect("clicked(bool)", self.onVerifyCheckpoint)
+        self.ui.deleteButton.connect("clicked(bool)", self.onDeleteCheckpoint)
 
         # Connections
-        self.volumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._updateApplyEnabled)
-        self.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._onSegmentationNodeChanged)
-        self.pointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.pointsPlaceWidget.setCurrentNode)
-        self.pointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._updateApplyEnabled)
-        self.roiSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.roiPlaceWidget.setCurrentNode)
-        self.roiSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._updateApplyEnabled)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.applyButton.connect("clicked(bool)", self.onApplyButton)
-        self.batchButton.connect("clicked(bool)", self.onBatchButton)
-        self.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._onSegmentationNodeChanged)
+        self.ui.pointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.pointsPlaceWidget.setCurrentNode)
+        self.ui.roiSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.roiPlaceWidget.setCurrentNode)
+        self.ui.segmentCombo.connect("currentIndexChanged(int)", self._onSegmentChosen)
+        self.ui.modelCombo.connect("currentIndexChanged(int)", self._onModelOrPresetChosen)
+        self.ui.presetCombo.connect("currentIndexChanged(int)", self._onModelOrPresetChosen)
+        self.ui.axesCombo.connect("currentIndexChanged(int)", self._onModelOrPresetChosen)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.batchButton.connect("clicked(bool)", self.onBatchButton)
+        self.ui.undoButton.connect("clicked(bool)", self.onUndoButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.effectButton.connect("clicked(bool)", self.onOpenEffect)
 
-        self.pointsPlaceWidget.setCurrentNode(self.pointsSelector.currentNode())
-        self.roiPlaceWidget.setCurrentNode(self.roiSelector.currentNode())
         self._populateModelAndPresetChoices()
-        self.modelCombo.connect("currentTextChanged(QString)",
-                                lambda text: qt.QSettings().setValue(DEFAULT_MODEL_SETTING, text))
         self._populateCheckpoints()
-        self._onSegmentationNodeChanged(self.segmentationSelector.currentNode())
-        self._updateApplyEnabled()
+        self.initializeParameterNode()  # also on a module reload
 
     def cleanup(self):
         self.runner.cleanup()
         self.removeObservers()
 
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        """Another module is shown: the panel stops following the parameter node (enter reconnects);
+        a running batch goes on with it."""
+        self._stopFollowingParameterNode()
+
+    def _stopFollowingParameterNode(self):
+        """The panel no longer writes into the parameter node nor shows its changes."""
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            if self.hasObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified):
+                self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+
+    def onSceneEndClose(self, caller=None, event=None):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # ------------------------------------------------------- parameter node
+    def initializeParameterNode(self):
+        """Follow the scene's parameter node; an empty one starts with the first volume and the
+        default model."""
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode:
+                self._parameterNode.inputVolume = firstVolumeNode
+        if not self._parameterNode.model:
+            self._parameterNode.model = self.logic.defaultModel()
+
+    def setParameterNode(self, parameterNode):
+        self._stopFollowingParameterNode()
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            # The .ui names each node selector's parameter (its "SlicerParameterName" property).
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None):
+        """Show the parameters whose lists are filled here (segment, model, preset); enable Apply."""
+        parameters = self._parameterNode
+        if parameters is None:
+            return
+        for combo, value in ((self.ui.segmentCombo, parameters.segmentId), (self.ui.presetCombo, parameters.preset),
+                             (self.ui.axesCombo, parameters.axes)):
+            wasBlocked = combo.blockSignals(True)
+            combo.currentIndex = max(combo.findData(value), 0)
+            combo.blockSignals(wasBlocked)
+        wasBlocked = self.ui.modelCombo.blockSignals(True)
+        self.ui.modelCombo.currentIndex = max(self.ui.modelCombo.findText(parameters.model), 0)
+        self.ui.modelCombo.blockSignals(wasBlocked)
+        self._checkCanApply()
+
+    def _onSegmentChosen(self, index):
+        if self._parameterNode:
+            self._parameterNode.segmentId = self.ui.segmentCombo.itemData(index) or ""
+
+    def _onModelOrPresetChosen(self, unused=None):
+        if self._parameterNode:
+            with slicer.util.NodeModify(self._parameterNode):
+                self._parameterNode.model = self.ui.modelCombo.currentText
+                self._parameterNode.preset = self.ui.presetCombo.currentData or ""
+                self._parameterNode.axes = self.ui.axesCombo.currentData or "3"
+        qt.QSettings().setValue(DEFAULT_MODEL_SETTING, self.ui.modelCombo.currentText)
+
+    def _checkCanApply(self, *unused):
+        parameters = self._parameterNode
+        running = self.runner.running
+        hasPrompt = parameters is not None and (parameters.seedPoints is not None or parameters.seedBox is not None)
+        hasVolume = parameters is not None and parameters.inputVolume is not None
+        self.ui.applyButton.enabled = (not running) and hasVolume and hasPrompt
+        self.ui.batchButton.enabled = (not running) and hasPrompt
+        self.ui.undoButton.enabled = (not running) and self._undoSegmentation is not None
+        if not hasVolume:
+            self.ui.applyButton.toolTip = _("Select an input volume.")
+        elif not hasPrompt:
+            self.ui.applyButton.toolTip = _("Select seed points and/or a seed box.")
+        else:
+            self.ui.applyButton.toolTip = _("Segment the volume from the prompt.")
+
     # ---------------------------------------------------------------- helpers
-    @staticmethod
-    def _nodeSelector(nodeType, toolTip, addEnabled, noneEnabled):
-        selector = slicer.qMRMLNodeComboBox()
-        selector.nodeTypes = [nodeType]
-        selector.selectNodeUponCreation = True
-        selector.addEnabled = addEnabled
-        selector.removeEnabled = addEnabled
-        selector.renameEnabled = addEnabled
-        selector.noneEnabled = noneEnabled
-        selector.showHidden = False
-        selector.setMRMLScene(slicer.mrmlScene)
-        selector.setToolTip(toolTip)
-        return selector
-
-    @staticmethod
-    def _placeWidget(multiple):
-        placeWidget = slicer.qSlicerMarkupsPlaceWidget()
-        placeWidget.setMRMLScene(slicer.mrmlScene)
-        placeWidget.buttonsVisible = False
-        placeWidget.placeButton().show()
-        if multiple:
-            placeWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups
-            placeWidget.deleteButton().show()
-        return placeWidget
-
-    @staticmethod
-    def _hbox(*widgets):
-        box = qt.QHBoxLayout()
-        for widget in widgets:
-            box.addWidget(widget)
-        return box
-
-    def _row(self, *widgets):
-        container = qt.QWidget()
-        box = self._hbox(*widgets)
-        box.setContentsMargins(0, 0, 0, 0)
-        container.setLayout(box)
-        return container
-
     def _populateModelAndPresetChoices(self):
-        """Fill the model and preset combo boxes from MemSegLogic (lazily imported)."""
-        _ensureLogicImportable()
-        preferred = defaultModel()
-        models = []  # (name, description)
-        try:
-            from MemSegLogic.runtime import checkpoints
-
-            models = [(_checkpointName(c), getattr(c, "description", "")) for c in checkpoints.list_checkpoints(checkpoints.VOLUME_ENGINES)]
-        except Exception:
-            logging.warning("MemSeg: could not list the models; offering only %r", preferred, exc_info=True)
-        if preferred not in [name for name, _description in models]:
-            models.insert(0, (preferred, ""))
-        self.modelCombo.clear()
-        for name, description in models:
-            self.modelCombo.addItem(name)
+        """Fill the model and preset lists from MemSegLogic."""
+        self.ui.modelCombo.clear()
+        for name, description in self.logic.modelChoices():
+            self.ui.modelCombo.addItem(name)
             if description:
-                self.modelCombo.setItemData(self.modelCombo.count - 1, description, qt.Qt.ToolTipRole)
-        self.modelCombo.currentIndex = max(self.modelCombo.findText(preferred), 0)
-
-        # First item: let the logic pick its default preset (preset=None).
-        self.presetCombo.clear()
-        self.presetCombo.addItem(_("(default)"), "")
-        try:
-            from MemSegLogic.core import intensity
-
-            for name in intensity.PRESET_NAMES:
-                self.presetCombo.addItem(name, name)
-                description = getattr(getattr(intensity, "PRESETS", {}).get(name), "description", "")
-                if description:
-                    self.presetCombo.setItemData(self.presetCombo.count - 1, description, qt.Qt.ToolTipRole)
-        except Exception:
-            logging.warning("MemSeg: could not list the intensity presets", exc_info=True)
-        self.presetCombo.currentIndex = 0
+                self.ui.modelCombo.setItemData(self.ui.modelCombo.count - 1, description, qt.Qt.ToolTipRole)
+        self.ui.axesCombo.clear()
+        self.ui.axesCombo.addItem(_("all three, fused"), "3")
+        self.ui.axesCombo.addItem(_("axial only (faster)"), "1")
+        self.ui.presetCombo.clear()
+        self.ui.presetCombo.addItem(_("(default)"), "")  # preset None: the model's own
+        for name, description in self.logic.presetChoices():
+            self.ui.presetCombo.addItem(name, name)
+            if description:
+                self.ui.presetCombo.setItemData(self.ui.presetCombo.count - 1, description, qt.Qt.ToolTipRole)
 
     def _onSegmentationNodeChanged(self, segmentationNode=None):
         if self._observedSegmentation is not None:
@@ -589,71 +570,53 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.addObserver(segmentation, event, self._populateSegments)
             self._observedSegmentation = segmentation
         self._populateSegments()
-        self._updateApplyEnabled()
 
     def _populateSegments(self, caller=None, event=None):
-        previous = self.segmentCombo.currentData
-        wasBlocked = self.segmentCombo.blockSignals(True)
+        wasBlocked = self.ui.segmentCombo.blockSignals(True)
         try:
-            self.segmentCombo.clear()
-            self.segmentCombo.addItem(_("(new segment)"), "")
+            self.ui.segmentCombo.clear()
+            self.ui.segmentCombo.addItem(_("(new segment)"), "")
             segmentation = self._observedSegmentation
             if segmentation is not None:
                 for index in range(segmentation.GetNumberOfSegments()):
                     segmentId = segmentation.GetNthSegmentID(index)
-                    self.segmentCombo.addItem(segmentation.GetSegment(segmentId).GetName(), segmentId)
-            index = self.segmentCombo.findData(previous) if previous else -1
-            self.segmentCombo.currentIndex = max(index, 0)
+                    self.ui.segmentCombo.addItem(segmentation.GetSegment(segmentId).GetName(), segmentId)
+            chosen = self._parameterNode.segmentId if self._parameterNode else ""
+            self.ui.segmentCombo.currentIndex = max(self.ui.segmentCombo.findData(chosen) if chosen else -1, 0)
         finally:
-            self.segmentCombo.blockSignals(wasBlocked)
-
-    def _updateApplyEnabled(self, *unused):
-        running = self.runner.running
-        hasPrompt = self.pointsSelector.currentNode() is not None or self.roiSelector.currentNode() is not None
-        self.applyButton.enabled = (not running) and self.volumeSelector.currentNode() is not None and hasPrompt
-        self.batchButton.enabled = (not running) and hasPrompt
-        self.undoButton.enabled = (not running) and self._undoSegmentation is not None
-        if self.volumeSelector.currentNode() is None:
-            self.applyButton.toolTip = _("Select an input volume.")
-        elif not hasPrompt:
-            self.applyButton.toolTip = _("Select seed points and/or a seed box.")
-        else:
-            self.applyButton.toolTip = _("Segment the volume from the prompt.")
+            self.ui.segmentCombo.blockSignals(wasBlocked)
 
     def _setRunning(self, running):
-        self.cancelButton.enabled = running
-        for widget in (self.volumeSelector, self.segmentationSelector, self.segmentCombo,
-                       self.pointsSelector, self.roiSelector, self.modelCombo, self.presetCombo):
+        self.ui.cancelButton.enabled = running
+        for widget in (self.ui.volumeSelector, self.ui.segmentationSelector, self.ui.segmentCombo,
+                       self.ui.pointsSelector, self.ui.roiSelector, self.ui.modelCombo, self.ui.presetCombo, self.ui.axesCombo,
+                       self.ui.downloadButton, self.ui.deleteButton, self.ui.verifyButton):
             widget.enabled = not running
-        for button in (self.downloadButton, self.deleteButton, self.verifyButton):
-            button.enabled = not running
-        self._updateApplyEnabled()
+        self._checkCanApply()
 
     def _segmentationNodeFor(self, volumeNode):
-        segmentationNode = self.segmentationSelector.currentNode()
+        segmentationNode = self._parameterNode.segmentation
         if segmentationNode is None:
-            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-            segmentationNode.CreateDefaultDisplayNodes()
-            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-            self.segmentationSelector.setCurrentNode(segmentationNode)
+            segmentationNode = _importMrml().newSegmentationFor(volumeNode)
+            self._parameterNode.segmentation = segmentationNode
         return segmentationNode
 
     # ---------------------------------------------------------------- actions
     def onApplyButton(self):
-        volumeNode = self.volumeSelector.currentNode()
+        volumeNode = self._parameterNode.inputVolume if self._parameterNode else None
         if self.runner.running:
             return
         if volumeNode is None:
             slicer.util.errorDisplay(_("Select an input volume first."))
             return
         try:
-            prompt = _importMrml().promptFromMarkups(volumeNode, pointsNode=self.pointsSelector.currentNode(),
-                                                     roiNode=self.roiSelector.currentNode())
+            prompt = _importMrml().promptFromMarkups(volumeNode, pointsNode=self._parameterNode.seedPoints,
+                                                     roiNode=self._parameterNode.seedBox)
             segmentationNode = self._segmentationNodeFor(volumeNode)
         except Exception as error:
             self._showError(error)
             return
-        self._queue = [(volumeNode, prompt, segmentationNode, self.segmentCombo.currentData, True)]
+        self._queue = [(volumeNode, prompt, segmentationNode, self._parameterNode.segmentId, True)]
         self._startNextSegmentation()
 
     def onBatchButton(self):
@@ -662,11 +625,9 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.runner.running:
             return
         mrml = _importMrml()
-        volumeNodes = [node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-                       if not node.IsA("vtkMRMLLabelMapVolumeNode")]
         try:
-            plan = mrml.batchPrompts(volumeNodes, pointsNode=self.pointsSelector.currentNode(),
-                                     roiNode=self.roiSelector.currentNode())
+            plan = mrml.batchPrompts(self.logic.segmentationVolumes(), pointsNode=self._parameterNode.seedPoints,
+                                     roiNode=self._parameterNode.seedBox)
         except Exception as error:
             self._showError(error)
             return
@@ -682,10 +643,7 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._queue = []
         for volumeNode, prompt in runs:
-            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
-                                                                  volumeNode.GetName() + " MemSeg")
-            segmentationNode.CreateDefaultDisplayNodes()
-            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+            segmentationNode = mrml.newSegmentationFor(volumeNode, volumeNode.GetName() + " MemSeg")
             self._queue.append((volumeNode, prompt, segmentationNode, "", False))  # new nodes: MemSeg's undo
         self._startNextSegmentation()
 
@@ -703,16 +661,16 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         # The worker gets plain arrays; the target is fixed now, so changing the selectors while
         # it runs changes nothing.
-        model = self.modelCombo.currentText or defaultModel()
+        model = self._parameterNode.model or self.logic.defaultModel()
         try:
-            runner = segmenter()
+            runner = self.logic.segmenter()
         except Exception as error:
             self._queue = []
             self._showError(error)
             return
         task = background.BackgroundTask(
-            runner.segment_volume, volume, prompt, model=model, preset=self.presetCombo.currentData or None,
-            device=settingsDevice(), speed=speedOptions(model))
+            runner.segment_volume, volume, prompt, model=model, preset=self._parameterNode.preset or None,
+            axes=int(self._parameterNode.axes or 3), device=self.logic.device(), speed=self.logic.speedOptions(model))
         self._start(task, volumeNode.GetName(),
                     lambda result: self._writeResult(result, volumeNode, segmentationNode, segmentId, volume.ijk_to_ras,
                                                      undoInEditor))
@@ -722,9 +680,8 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         the Segment Editor's undo history where `mrml.undoHistoryFor` says so, else in MemSeg's."""
         if segmentationNode.GetScene() is None:
             raise RuntimeError(_("the segmentation was deleted while MemSeg ran"))
-        if not segmentId or segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
-            segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", NEW_SEGMENT_NAME)
         mrml = _importMrml()
+        segmentId = mrml.segmentToWrite(segmentationNode, segmentId, NEW_SEGMENT_NAME)
         editor = segmentEditorWidget() if undoInEditor else None
         history = mrml.undoHistoryFor(segmentationNode, editor.segmentationNode() if editor else None,
                                       editorAvailable=editor is not None)
@@ -739,8 +696,8 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._undoSegmentation = segmentationNode if history == mrml.MEMSEG_UNDO else None
         logging.info("MemSeg: %s wrote %d voxels from %d slices with %s on %s in %.1f s", segmentId,
                      int(result.mask.sum()), result.slices_visited, result.model, result.device, result.seconds)
-        if self.segmentationSelector.currentNode() is segmentationNode:
-            self.segmentCombo.currentIndex = max(self.segmentCombo.findData(segmentId), 0)
+        if self._parameterNode and self._parameterNode.segmentation is segmentationNode:
+            self._parameterNode.segmentId = segmentId
         undoHint = (_("Undo it in the Segment Editor (Undo, Ctrl+Z).") if history == mrml.SEGMENT_EDITOR_UNDO
                     else _("Undo it with the Undo button here."))
         return _("{volume}: done in {seconds:.0f} s on {device}.").format(
@@ -759,9 +716,9 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _show(self, progress, text):
         if progress is not None:
-            self.progressBar.value = progress
+            self.ui.progressBar.value = progress
         if text is not None:
-            self.statusLabel.text = text
+            self.ui.statusLabel.text = text
 
     def _showError(self, error):
         from SegmentEditorMemSegLib.TaskRunner import showError
@@ -770,43 +727,43 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller=None, event=None):
         """The scene is closing: a running segmentation stops (its target goes with the scene),
-        queued ones are dropped, and there is nothing left to undo here."""
+        queued ones are dropped, there is nothing left to undo here, and the parameter node goes."""
+        self.setParameterNode(None)
         self._queue = []
         if self.runner.running:
             self.runner.abandon()
             self._show(0, _("The scene was closed: the run was stopped."))
             self._setRunning(False)
         self._undoSegmentation = None
-        self._updateApplyEnabled()
+        self._checkCanApply()
 
     def onUndoButton(self):
         """Undo the last Apply that went to MemSeg's own undo history."""
         if self._undoSegmentation is not None and _importMrml().undoLastEdit(self._undoSegmentation):
-            self.statusLabel.text = _("Undone.")
+            self.ui.statusLabel.text = _("Undone.")
         self._undoSegmentation = None
-        self._updateApplyEnabled()
+        self._checkCanApply()
 
     def onCancelButton(self):
         if self.runner.cancel():
-            self.cancelButton.enabled = False
+            self.ui.cancelButton.enabled = False
 
     def onOpenEffect(self):
         slicer.util.selectModule("SegmentEditor")
         editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
-        volumeNode = self.volumeSelector.currentNode()
-        if volumeNode is not None:
-            editor.setSourceVolumeNode(volumeNode)
-        if self.segmentationSelector.currentNode() is not None:
-            editor.setSegmentationNode(self.segmentationSelector.currentNode())
+        if self._parameterNode and self._parameterNode.inputVolume is not None:
+            editor.setSourceVolumeNode(self._parameterNode.inputVolume)
+        if self._parameterNode and self._parameterNode.segmentation is not None:
+            editor.setSegmentationNode(self._parameterNode.segmentation)
         editor.setActiveEffectByName("MedSAM-2")
 
     # ---------------------------------------------------------- model weights
     def _onRunOnChanged(self, *unused):
-        qt.QSettings().setValue(RUN_ON_SETTING, self.runOnCombo.currentData)
-        remote = self.runOnCombo.currentIndex == 1
-        for widget in (self.serverUrlEdit, self.serverTokenEdit, self.testConnectionButton):
+        qt.QSettings().setValue(RUN_ON_SETTING, self.ui.runOnCombo.currentData)
+        remote = self.ui.runOnCombo.currentIndex == 1
+        for widget in (self.ui.serverUrlEdit, self.ui.serverTokenEdit, self.ui.testConnectionButton):
             widget.enabled = remote
-        self.deviceCombo.enabled = not remote  # a server runs on its own device
+        self.ui.deviceCombo.enabled = not remote  # a server runs on its own device
 
     def onTestConnection(self):
         if self.runner.running:
@@ -814,9 +771,9 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from MemSegLogic.runtime import background
         from MemSegLogic.serve import check_connection
 
-        for setting, edit in ((SERVER_URL_SETTING, self.serverUrlEdit), (SERVER_TOKEN_SETTING, self.serverTokenEdit)):
+        for setting, edit in ((SERVER_URL_SETTING, self.ui.serverUrlEdit), (SERVER_TOKEN_SETTING, self.ui.serverTokenEdit)):
             qt.QSettings().setValue(setting, edit.text.strip())
-        task = background.BackgroundTask(check_connection, self.serverUrlEdit.text, self.serverTokenEdit.text)
+        task = background.BackgroundTask(check_connection, self.ui.serverUrlEdit.text, self.ui.serverTokenEdit.text)
         self._start(task, _("Server"), lambda line: _("Connected: {server}").format(server=line))
 
     def _onWeightsFolderChanged(self, path):
@@ -833,20 +790,20 @@ class MemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.warning("MemSeg: could not list the model weights", exc_info=True)
             return
         selected = self._selectedCheckpoint()
-        self.checkpointTable.setRowCount(0)
+        self.ui.checkpointTable.setRowCount(0)
         for row, checkpoint in enumerate(checkpoints.list_checkpoints()):
             state = checkpoints.checkpoint_state(checkpoint, check=check and checkpoint.name == selected)
             size = f"{checkpoint.size_bytes / 2**20:.0f} MB" if checkpoint.size_bytes else ""
-            self.checkpointTable.insertRow(row)
+            self.ui.checkpointTable.insertRow(row)
             for column, text in enumerate((checkpoint.name, size, state, checkpoint.description)):
-                self.checkpointTable.setItem(row, column, qt.QTableWidgetItem(text))
+                self.ui.checkpointTable.setItem(row, column, qt.QTableWidgetItem(text))
             if checkpoint.name == selected:
-                self.checkpointTable.selectRow(row)
-        self.checkpointTable.resizeColumnsToContents()
+                self.ui.checkpointTable.selectRow(row)
+        self.ui.checkpointTable.resizeColumnsToContents()
 
     def _selectedCheckpoint(self):
-        rows = self.checkpointTable.selectionModel().selectedRows() if self.checkpointTable.selectionModel() else []
-        return self.checkpointTable.item(rows[0].row(), 0).text() if rows else None
+        rows = self.ui.checkpointTable.selectionModel().selectedRows() if self.ui.checkpointTable.selectionModel() else []
+        return self.ui.checkpointTable.item(rows[0].row(), 0).text() if rows else None
 
     def onDownloadCheckpoint(self):
         name = self._selectedCheckpoint()

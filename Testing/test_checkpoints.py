@@ -270,3 +270,16 @@ def test_no_declared_hash_records_the_first_download_and_a_hand_placed_file_at_f
     assert checkpoint_state(placed, check=True) == PRESENT and recorded_sha256(placed_path) is None  # listing writes nothing
     ensure_checkpoint(placed, download=False)
     assert recorded_sha256(placed_path) == hashlib.sha256(b"copied by hand").hexdigest()
+
+
+def test_model_choices_and_which_models_take_an_input_size():
+    """What the module's model chooser offers and which models its input-size setting reaches."""
+    from MemSegLogic.runtime import checkpoints
+
+    names = [name for name, _description in checkpoints.volume_model_choices(checkpoints.DEFAULT_MODEL)]
+    assert checkpoints.DEFAULT_MODEL in names and names.count(checkpoints.DEFAULT_MODEL) == 1
+    assert all(checkpoints.get_checkpoint(name).engine in checkpoints.VOLUME_ENGINES for name in names)
+    assert checkpoints.volume_model_choices("a-server-model")[0] == ("a-server-model", "")
+    medsam2 = next(c.name for c in checkpoints.list_checkpoints(("medsam2",)))
+    assert checkpoints.takes_input_size(medsam2)
+    assert not checkpoints.takes_input_size("medsam-lite") and not checkpoints.takes_input_size("no-such-model")

@@ -165,6 +165,9 @@ def test_build_tree_has_module_resources(repo_build):
     # ScriptedLoadableModule looks for Resources/Icons/<ModuleName>.png next to the module file.
     assert (modules / "Resources" / "Icons" / "MemSeg.png").is_file()
     assert (modules / "Resources" / "requirements.txt").is_file()
+    # ScriptedLoadableModuleWidget.resourcePath("UI/MemSeg.ui"): the panel's Qt Designer file.
+    assert (modules / "Resources" / "UI" / "MemSeg.ui").read_bytes() == (
+        REPO / "MemSegExtension" / "Resources" / "UI" / "MemSeg.ui").read_bytes()
 
 
 @needs_cmake
@@ -193,6 +196,7 @@ def test_self_test_and_metadata_registered(repo_build):
 @pytest.mark.parametrize(
     "missing",
     ["MemSegExtension/MemSeg.py", "Resources/Icons/MemSeg.png", "Resources/requirements.txt",
+     "MemSegExtension/Resources/UI/MemSeg.ui",
      "MemSegExtension/SegmentEditorMemSegLib/SegmentEditorMedSAM2Effect.py",
      "MemSegExtension/SegmentEditorMemSegLib/SegmentEditorMedSAM2Effect.png",
      "MemSegExtension/SegmentEditorMemSegLib/SegmentEditorMemSAMEffect.py"],

@@ -331,3 +331,26 @@ def test_preview_and_prompt_markers_are_not_saved_with_the_scene(slicer_scene):
         for index in range(node.GetNumberOfDisplayNodes()):
             assert node.GetNthDisplayNode(index).GetID() not in saved
         assert node.GetName() not in saved and node.GetID() not in saved
+
+
+def test_new_segmentation_and_the_segment_a_module_apply_writes(slicer_scene):
+    """The module's Apply target: a new segmentation on the volume's grid, and the chosen segment
+    while it exists, else a new one (the chosen one was deleted meanwhile)."""
+    import numpy as np
+    import slicer
+
+    from MemSegLogic.mrml import newSegmentationFor, segmentToWrite
+
+    ijk_to_ras = np.diag([0.5, 0.5, 2.0, 1.0])
+    volume = slicer.util.addVolumeFromArray(np.zeros((4, 6, 8), np.int16), ijkToRAS=ijk_to_ras, name="v")
+    segmentation = newSegmentationFor(volume, "target")
+    assert segmentation.GetScene() is slicer_scene and segmentation.GetName() == "target"
+    assert segmentation.GetDisplayNode() is not None
+    geometry = segmentation.GetSegmentation().GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+    assert geometry.startswith("0.5;0;0;0;0;0.5;0;0;0;0;2;0")  # the volume's IJK->RAS
+    kept = segmentation.GetSegmentation().AddEmptySegment("", "liver")
+    assert segmentToWrite(segmentation, kept, "MemSeg") == kept
+    added = segmentToWrite(segmentation, "deleted-meanwhile", "MemSeg")
+    assert added != kept and segmentation.GetSegmentation().GetSegment(added).GetName() == "MemSeg"
+    assert segmentToWrite(segmentation, "", "MemSeg") not in (kept, added)

@@ -134,40 +134,17 @@ def install_standins():
 
     qt = qt_standin.qt_module()
     sys.modules["qt"] = qt
+    import slicer_standins  # parameterNodeWrapper, replayed (Testing/slicer_api)
 
-    # SegmentEditorEffects (Slicer's package): the base class as Slicer defines it
-    # (AbstractScriptedSegmentEditorEffect.py: __init__ keeps the adaptor, register() adds it to
-    # the effect factory; the factory is replaced by a list here).
-    package = types.ModuleType("SegmentEditorEffects")
-    package.__path__ = []
+    slicer.parameterNodeWrapper = sys.modules["slicer.parameterNodeWrapper"] = \
+        slicer_standins.parameter_node_wrapper_module()
 
-    class AbstractScriptedSegmentEditorEffect:
-        def __init__(self, scriptedEffect):
-            self.scriptedEffect = scriptedEffect
-
-        def register(self):
-            ScriptedEffectAdaptor.registered.append(self.scriptedEffect)
-
-    base = types.ModuleType("SegmentEditorEffects.AbstractScriptedSegmentEditorEffect")
-    base.AbstractScriptedSegmentEditorEffect = AbstractScriptedSegmentEditorEffect
-    base.__all__ = ["AbstractScriptedSegmentEditorEffect"]
-    package.AbstractScriptedSegmentEditorEffect = AbstractScriptedSegmentEditorEffect
-    sys.modules["SegmentEditorEffects"] = package
-    sys.modules[base.__name__] = base
-
-    # slicer.ScriptedLoadableModule: what a module class's __init__ uses (parent, title...)
-    loadable = types.ModuleType("slicer.ScriptedLoadableModule")
-
-    class ScriptedLoadableModule:
-        def __init__(self, parent):
-            self.parent = parent
-
-    loadable.ScriptedLoadableModule = ScriptedLoadableModule
-    for name in ("ScriptedLoadableModuleTest", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic"):
-        setattr(loadable, name, type(name, (), {}))
-    sys.modules["ctk"] = types.ModuleType("ctk")
-    sys.modules[loadable.__name__] = loadable
-    slicer.ScriptedLoadableModule = loadable
+    # Slicer's SegmentEditorEffects package (its register() adds to the effect factory, a list
+    # here), slicer.ScriptedLoadableModule, ctk: shared with test_slicer_module (slicer_standins).
+    sys.modules.update(slicer_standins.segment_editor_effects_modules(ScriptedEffectAdaptor.registered.append))
+    sys.modules["ctk"] = slicer_standins.ctk_module()
+    slicer.ScriptedLoadableModule = sys.modules["slicer.ScriptedLoadableModule"] = \
+        slicer_standins.scripted_loadable_module({})
 
     class Application:  # slicer.app: only its signal connections matter here
         connections = []
@@ -177,13 +154,7 @@ def install_standins():
 
     slicer.app = Application()
 
-    # slicer.i18n (Base/Python/slicer/i18n.py): tr/translate return the text when no translation
-    # is installed, which is what this stand-in does.
-    i18n = types.ModuleType("slicer.i18n")
-    i18n.tr = lambda text: text
-    i18n.translate = lambda context, text: text
-    sys.modules[i18n.__name__] = i18n
-    slicer.i18n = i18n
+    slicer.i18n = sys.modules["slicer.i18n"] = slicer_standins.i18n_module()
 
 
 def load_scripted_module(path):

@@ -121,6 +121,22 @@ SEGMENT_EDITOR_UNDO = "segment-editor"  # the Segment Editor's undo button / Ctr
 MEMSEG_UNDO = "memseg"  # MemSeg's own history (`undoLastEdit`, the module's Undo button)
 
 
+def newSegmentationFor(volumeNode, name: str = ""):
+    """A new segmentation node on ``volumeNode``'s grid, shown, in the volume's scene."""
+    segmentationNode = volumeNode.GetScene().AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    segmentationNode.CreateDefaultDisplayNodes()
+    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+    return segmentationNode
+
+
+def segmentToWrite(segmentationNode, segmentId: str, newName: str) -> str:
+    """``segmentId`` when the segmentation still has it, else the id of a new empty segment ``newName``."""
+    segmentation = segmentationNode.GetSegmentation()
+    if segmentId and segmentation.GetSegment(segmentId) is not None:
+        return segmentId
+    return segmentation.AddEmptySegment("", newName)
+
+
 def undoHistoryFor(segmentationNode, editorSegmentationNode, editorAvailable: bool = True) -> str:
     """Which undo history a module Apply into ``segmentationNode`` should go to.
 

@@ -74,6 +74,21 @@ def list_checkpoints(engines=None):
     return [c for c in _REGISTRY.values() if engines is None or c.engine in engines]
 
 
+def volume_model_choices(preferred: str):
+    """(name, description) of the models a 3D run can use, for a chooser: `preferred` (the user's
+    last choice) stays offered even when it is not registered here (a server may know it)."""
+    choices = [(c.name, c.description) for c in list_checkpoints(VOLUME_ENGINES)]
+    if preferred not in [name for name, _description in choices]:
+        choices.insert(0, (preferred, ""))
+    return choices
+
+
+def takes_input_size(name) -> bool:
+    """Whether `name` runs at a chosen input size: MedSAM-2 / SAM 2 models do; LiteMedSAM is fixed
+    at 256; an unknown name does not (segment_volume then says it is unknown itself)."""
+    return is_registered(name) and _REGISTRY[name].engine == "medsam2"
+
+
 def get_checkpoint(name: str) -> Checkpoint:
     try:
         return _REGISTRY[name]

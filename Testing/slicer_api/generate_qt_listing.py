@@ -25,7 +25,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 # The Qt classes MemSeg's module and effects use (qt.<Name> in Slicer); add one here when the
 # code starts to use it, then re-run.
 CLASSES = (
-    "QAbstractItemView", "QCheckBox", "QComboBox", "QFormLayout", "QHBoxLayout", "QIcon", "QLabel", "QLineEdit",
+    "QAbstractButton", "QAbstractItemView", "QCheckBox", "QComboBox", "QFormLayout", "QHBoxLayout", "QIcon", "QLabel", "QLineEdit",
     "QProgressBar", "QPushButton", "QSettings", "QSpinBox", "QTableWidget", "QTableWidgetItem",
     "QTimer", "QVBoxLayout", "QWidget", "Qt",
 )

@@ -7,6 +7,7 @@ Slicer. Listed properties keep what is set; a few widgets keep the state the eff
 nothing. No drawing, no events: it checks that the code speaks Qt's API, not that Qt behaves.
 """
 
+import inspect
 import json
 import pathlib
 import types
@@ -14,7 +15,8 @@ import types
 LISTING = json.loads((pathlib.Path(__file__).with_name("qt_listing.json")).read_text(encoding="utf-8"))
 # PythonQt's additions to every wrapped QObject (connect/disconnect a signal by its signature,
 # the C++ class name), on top of Qt's own API.
-PYTHONQT_EXTRAS = {"connect", "disconnect", "className"}
+# ``name``: the object's objectName, which Slicer's own slicer.util.findChildren / childWidgetVariables read.
+PYTHONQT_EXTRAS = {"connect", "disconnect", "className", "name"}
 # What an unset property reads as (the C++ default of these properties).
 PROPERTY_DEFAULTS = {"active": False, "enabled": True, "checked": False, "value": 0, "text": "", "toolTip": "", "wordWrap": False,
                      "textVisible": True, "visible": True}
@@ -54,13 +56,30 @@ class StandIn:
         self._connections.remove((signal, slot))  # PythonQt raises if it was not connected
 
     def emit(self, signal, *args):
-        """Test helper (not Qt): call the slots connected to ``signal``."""
+        """Test helper (not Qt): call the slots connected to ``signal`` (none while signals are blocked)."""
+        if self._state.get("_signalsBlocked"):
+            return
         for connected, slot in list(self._connections):
             if connected == signal:
-                slot(*args)
+                slot(*args[:_accepted(slot, len(args))])
 
     def blockSignals(self, block):
-        return False
+        """QObject::blockSignals: returns the previous state."""
+        previous = self._state.get("_signalsBlocked", False)
+        self._state["_signalsBlocked"] = block
+        return previous
+
+
+def _accepted(slot, offered):
+    """How many of a signal's arguments PythonQt passes: no more than the Python slot takes
+    (PythonQtSignalReceiver: a slot(self) connected to clicked(bool) is called without the bool)."""
+    try:
+        parameters = inspect.signature(slot).parameters.values()
+    except (TypeError, ValueError):
+        return offered
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return offered
+    return min(offered, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters))
 
 
 class QComboBox(StandIn):
@@ -104,6 +123,11 @@ class QComboBox(StandIn):
         return StandIn.__getattr__(self, name)
 
     def __setattr__(self, name, value):
+        if name == "currentText":  # QComboBox::setCurrentText selects the item with that text
+            index = self.findText(value)
+            if index >= 0:
+                self.currentIndex = index
+            return
         if name == "currentIndex":
             changed = value != self._index
             object.__setattr__(self, "_index", value)
