@@ -6,7 +6,8 @@ function named in its docstring, in a fresh interpreter (a child process) with S
 `sys.path` (every scripted module's folder is on it). Real MRML comes from slicer-core (scene,
 volume, segmentation, slice node, the segment editor logic that writes and undoes), real VTK
 interactor events, real model weights. STAND-INS, named as such: `qt` (API-checked: only the
-attributes Qt's real API has, from Testing/slicer_api/qt_listing.json), `SegmentEditorEffects`,
+attributes Qt's real API has in Qt 6 and Qt 5.15, from Testing/slicer_api/qt_listing.json and
+qt5_listing.json), `ctk` (API-checked against CTK's headers: ctk_listing.json), `SegmentEditorEffects`,
 `slicer.ScriptedLoadableModule`, `slicer.i18n`, the effect adaptor (qSlicerSegmentEditorScriptedEffect)
 and the slice widget, holding only what Slicer's classes do on these paths. Not Slicer: run
 Testing/run_in_slicer.sh in a real one.
@@ -165,7 +166,9 @@ def install_standins():
     loadable.ScriptedLoadableModule = ScriptedLoadableModule
     for name in ("ScriptedLoadableModuleTest", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic"):
         setattr(loadable, name, type(name, (), {}))
-    sys.modules["ctk"] = types.ModuleType("ctk")
+    import ctk_standin  # API-checked stand-in for PythonQt's ctk (Testing/slicer_api)
+
+    sys.modules["ctk"] = ctk_standin.ctk_module()
     sys.modules[loadable.__name__] = loadable
     slicer.ScriptedLoadableModule = loadable
 

@@ -37,7 +37,8 @@ def members(text, class_name):
         code = line.split("//", 1)[0]
         match = ACCESS.match(code)
         if match and depth <= 1:
-            section = "signals" if match.group(3) else f"{match.group(1)} {match.group(2) or ''}".strip()
+            slots = " slots" if match.group(2) else ""  # `public slots:` and `public Q_SLOTS:` alike
+            section = "signals" if match.group(3) else match.group(1) + slots
             continue
         if "Q_INVOKABLE" in code or (section in ("public slots", "signals") and depth <= 1):
             found = METHOD.search(code.replace("Q_INVOKABLE", ""))
