@@ -148,3 +148,16 @@ def test_unreadable_files(tmp_path):
     (tmp_path / "broken.seq.nrrd").write_text("NRRD0004\ntype: nonsense\n\n")
     with pytest.raises(InvalidVolumeError, match="cannot read"):
         Cine.read(tmp_path / "broken.seq.nrrd")
+
+
+def test_is_memsam_says_which_models_take_memsams_memory_setting(tiny_memsam_checkpoint):
+    """MemSAM (the weights folder's, a checkpoint file) takes memory_frames; the zero-shot models
+    refuse it, so the Slicer effect passes it to MemSAM only."""
+    from MemSegLogic.cine import is_memsam, segment_sequence
+    from MemSegLogic.cine.segment import frame_prompt
+
+    assert is_memsam("memsam") and is_memsam(str(tiny_memsam_checkpoint)) and is_memsam(tiny_memsam_checkpoint)
+    assert not is_memsam("medsam-lite") and not is_memsam("medsam2-us-heart")
+    frames = np.random.default_rng(0).integers(0, 255, (2, 32, 32)).astype(np.uint8)
+    with pytest.raises(ValueError, match="memory_frames sets MemSAM's memory"):
+        segment_sequence(frames, frame_prompt(0, positive=[(16, 16)]), model="medsam-lite", memory_frames=3)

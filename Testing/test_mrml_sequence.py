@@ -533,3 +533,55 @@ def test_real_echo_dicom_to_seq_mrb_and_scene(slicer_scene, tiny_memsam_checkpoi
     scene.Clear(1)
     with pytest.raises(ValueError, match="seq.mrb"):
         ms.writeSequenceBundle(cine, result, tmp_path / "out.nrrd")
+
+
+# -- undoing a whole run -----------------------------------------------------------------------------------
+def test_snapshot_restores_every_frame_of_a_recorded_run(slicer_scene):
+    """A run recorded into a new segmentation sequence, then a second run over it: restoring the
+    snapshot taken before the second run gives every frame the first run's mask back (and the
+    frame on show); restoring the one taken before the first run removes the sequence it created
+    and gives the proxy back what the user had drawn. (The Segment Editor's undo holds one frame.)"""
+    from MemSegLogic.mrml import orientedLabelmap
+
+    browser = _browser(slicer_scene, _phantom(), FRAME_TO_RAS)
+    browser.SetSelectedItemNumber(MIDDLE)
+    segmentation = slicer_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Heart")
+    segmentation.GetSegmentation().AddEmptySegment("LV", "LV")
+    drawn = np.zeros((1,) + SHAPE[1:], np.uint8)
+    drawn[0, 30:40, 40:50] = 1
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        orientedLabelmap(drawn, FRAME_TO_RAS), segmentation, "LV", slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+
+    def result(offset):
+        masks = np.zeros(SHAPE, np.uint8)
+        for t in range(SHAPE[0]):
+            masks[t, 5 + offset + 2 * t:40 + offset, 10:60 - 3 * t] = 1
+        return masks, SequenceResult(masks, masks.astype(np.float32), FRAME_TO_RAS, TIMES, "time", "s", "test", "cpu",
+                                     MIDDLE, 0.5, 0.0, False)
+
+    before_first = ms.SequenceSnapshot(browser, segmentation)
+    first, run = result(0)
+    ms.writeSequenceResult(run, browser, segmentation, "LV")
+    sequence = browser.GetSequenceNode(segmentation)
+    before_second = ms.SequenceSnapshot(browser, segmentation)
+    second, run = result(20)
+    ms.writeSequenceResult(run, browser, segmentation, "LV")
+    _assert_same_positions(sequence.GetNthDataNode(0), "LV", second[0], FRAME_TO_RAS)
+
+    before_second.restore()
+    assert browser.GetSequenceNode(segmentation) is sequence and _items(sequence) == list(TIMES)
+    for t in range(SHAPE[0]):
+        _assert_same_positions(sequence.GetNthDataNode(t), "LV", first[t], FRAME_TO_RAS)
+    assert browser.GetSelectedItemNumber() == MIDDLE
+    _assert_same_positions(segmentation, "LV", first[MIDDLE], FRAME_TO_RAS)
+    browser.SetSelectedItemNumber(1)  # browsing shows the restored frames
+    _assert_same_positions(segmentation, "LV", first[1], FRAME_TO_RAS)
+
+    browser.SetSelectedItemNumber(MIDDLE)
+    before_first.restore()
+    assert browser.GetSequenceNode(segmentation) is None and sequence.GetScene() is None
+    _assert_same_positions(segmentation, "LV", drawn[0], FRAME_TO_RAS)
+    browser.SetSelectedItemNumber(0)  # no longer recorded: the drawing stays whatever the frame
+    _assert_same_positions(segmentation, "LV", drawn[0], FRAME_TO_RAS)
+    with pytest.raises(SequenceBrowserError, match="no longer recorded"):
+        before_second.restore()

@@ -6,7 +6,8 @@ function named in its docstring, in a fresh interpreter (a child process) with S
 `sys.path` (every scripted module's folder is on it). Real MRML comes from slicer-core (scene,
 volume, segmentation, slice node, the segment editor logic that writes and undoes), real VTK
 interactor events, real model weights. STAND-INS, named as such: `qt` (API-checked: only the
-attributes Qt's real API has, from Testing/slicer_api/qt_listing.json), `SegmentEditorEffects`,
+attributes Qt's real API has in Qt 6 and Qt 5.15, from Testing/slicer_api/qt_listing.json and
+qt5_listing.json), `ctk` (API-checked against CTK's headers: ctk_listing.json), `SegmentEditorEffects`,
 `slicer.ScriptedLoadableModule`, `slicer.i18n`, the effect adaptor (qSlicerSegmentEditorScriptedEffect)
 and the slice widget, holding only what Slicer's classes do on these paths. Not Slicer: run
 Testing/run_in_slicer.sh in a real one.

@@ -52,6 +52,7 @@ class SegmentEditorMemSAMEffect(MemSegEffect):
     def __init__(self, scriptedEffect):
         MemSegEffect.__init__(self, scriptedEffect)
         self.promptFrame = None  # the frame the clicks were made on
+        self.lastRun = None  # the segmentation sequence as it was before the last run (SequenceSnapshot)
 
     def helpText(self):
         rows = "".join(f"<tr><td><b>{key}</b></td><td>{action}</td></tr>" for key, action in SHORTCUTS)
@@ -61,7 +62,8 @@ class SegmentEditorMemSAMEffect(MemSegEffect):
             "The source volume must be a sequence's proxy (a loaded echo DICOM cine or .seq.nrrd). Go to "
             "the frame where the structure is clearest, click on it, then <b>Segment all frames</b>. The "
             "result is recorded as a segmentation sequence in the same browser; masking and overwrite "
-            "settings apply on every frame. MemSAM needs weights trained on your data "
+            "settings apply on every frame. <b>Undo run</b> restores every frame as it was before the last run "
+            "(the Segment Editor's Undo holds one frame only). MemSAM needs weights trained on your data "
             "(<code>memseg train-memsam</code>); medsam2-us-heart was trained on heart ultrasound video; "
             "the other SAM 2 / LiteMedSAM models run zero-shot."
         ) + f"<p><table>{rows}</table></html>"
@@ -97,8 +99,11 @@ class SegmentEditorMemSAMEffect(MemSegEffect):
         self.clearButton.connect("clicked()", self.onClearPrompt)
         self.cancelButton = qt.QPushButton(_("Cancel"))
         self.cancelButton.connect("clicked()", self.onCancel)
+        self.undoButton = qt.QPushButton(_("Undo run"))
+        self.undoButton.toolTip = _("Restore every frame of the segmentation sequence as it was before the last run")
+        self.undoButton.connect("clicked()", self.onUndoRun)
         row = qt.QHBoxLayout()
-        for button in (self.applyButton, self.clearButton, self.cancelButton):
+        for button in (self.applyButton, self.clearButton, self.cancelButton, self.undoButton):
             row.addWidget(button)
         self.scriptedEffect.addOptionsWidget(row)
 
@@ -140,6 +145,7 @@ class SegmentEditorMemSAMEffect(MemSegEffect):
         self.scriptedEffect.setParameter("CineModel", self.modelCombo.currentText)
         self.scriptedEffect.setParameter("CineMemoryFrames", self.memoryFramesSpin.value)
         self.scriptedEffect.setParameter("CineWeights", self.weightsPath.currentPath)
+        self._updateButtons()  # "Memory frames" applies to MemSAM only
 
     def activate(self):
         MemSegEffect.activate(self)
@@ -215,7 +221,9 @@ class SegmentEditorMemSAMEffect(MemSegEffect):
         except Exception as error:
             self._say(str(error))
             return
-        model = self.scriptedEffect.parameter("CineWeights") or self.scriptedEffect.parameter("CineModel")
+        model = self._model()
+        # memory frames are MemSAM's; the zero-shot models refuse them
+        memoryFrames = self.scriptedEffect.integerParameter("CineMemoryFrames") if self._usesMemory() else None
         try:
             import MemSeg
 
@@ -225,14 +233,17 @@ class SegmentEditorMemSAMEffect(MemSegEffect):
             return
         task = background.BackgroundTask(
             runner.segment_sequence, cine, prompt, model=model, device=settingsDevice(),
-            memory_frames=self.scriptedEffect.integerParameter("CineMemoryFrames"))
+            memory_frames=memoryFrames)
         self.runner.start(task, lambda result: self._record(result, browser, segmentationNode, segmentId))
         self._updateButtons()
 
     def _record(self, result, browser, segmentationNode, segmentId):
         """The finished run, written frame by frame into the segmentation sequence (main thread)."""
-        _logic()[3].writeSequenceResult(result, browser, segmentationNode, segmentId,
-                                        self.scriptedEffect.parameterSetNode())
+        mrml_sequence = _logic()[3]
+        before = mrml_sequence.SequenceSnapshot(browser, segmentationNode)
+        mrml_sequence.writeSequenceResult(result, browser, segmentationNode, segmentId,
+                                          self.scriptedEffect.parameterSetNode())
+        self.lastRun = before
         self._clearPrompt()
         label = _(" (zero-shot: this model was not trained on cine loops)") if result.zero_shot else ""
         return _("Recorded on {frames} frames in {seconds:.0f} s on {device}{label}. Play the sequence to "
@@ -243,7 +254,33 @@ class SegmentEditorMemSAMEffect(MemSegEffect):
         self.runner.cancel()
         self._updateButtons()
 
+    def onUndoRun(self):
+        if self.runner.running or self.lastRun is None:
+            return
+        lastRun, self.lastRun = self.lastRun, None
+        try:
+            lastRun.restore()
+            self._say(_("Every frame is as it was before the last run."))
+        except Exception as error:
+            self._say(str(error))
+        self._updateButtons()
+
+    def _discardResults(self):
+        """Deactivate, scene close, cleanup: other edits may follow, so the last run can no longer be
+        restored without undoing them."""
+        self.lastRun = None
+
     # ---------------------------------------------------------------------- helpers
+    def _model(self):
+        return self.scriptedEffect.parameter("CineWeights") or self.scriptedEffect.parameter("CineModel")
+
+    def _usesMemory(self):
+        """Whether the chosen model is MemSAM, whose memory the "Memory frames" setting sizes."""
+        try:
+            return _logic()[4].is_memsam(self._model())
+        except Exception:  # MemSegLogic not importable yet: nothing can run anyway
+            return True
+
     def _updateButtons(self):
         if not hasattr(self, "applyButton"):  # the options frame is not built yet
             return
@@ -252,5 +289,7 @@ class SegmentEditorMemSAMEffect(MemSegEffect):
         self.applyButton.enabled = hasPrompt and not running
         self.clearButton.enabled = hasPrompt and not running
         self.cancelButton.enabled = running
-        for widget in (self.modelCombo, self.weightsPath, self.memoryFramesSpin):
+        self.undoButton.enabled = self.lastRun is not None and not running
+        for widget in (self.modelCombo, self.weightsPath):
             widget.enabled = not running
+        self.memoryFramesSpin.enabled = not running and self._usesMemory()

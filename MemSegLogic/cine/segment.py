@@ -133,12 +133,12 @@ def segment_sequence(
     if memory_frames is not None and (isinstance(memory_frames, bool) or not isinstance(memory_frames, int)
                                       or memory_frames < 1):
         raise ValueError(f"memory_frames must be a count of at least 1, got {memory_frames!r}")
-    if memory_frames is not None and checkpoint is not None and checkpoint.engine != "memsam":
+    if memory_frames is not None and not is_memsam(checkpoint or model):
         raise ValueError(f"memory_frames sets MemSAM's memory; {checkpoint.name} propagates without it "
                          "(zero-shot): leave memory_frames out")
     torch_device = resolve_device(device)
     with out_of_memory_as_device_error(torch_device):
-        if checkpoint is not None and checkpoint.engine != "memsam":
+        if not is_memsam(checkpoint or model):
             return _zero_shot(cine, grid, prompt, checkpoint, device, threshold, progress, cancel, started)
         from ..engines.memsam import DEFAULT_MEMORY_FRAMES, load_memsam_engine
         from ..models.memsam import MASK_THRESHOLD
@@ -186,6 +186,13 @@ def cine_models() -> List[Tuple[str, str]]:
                  if not c.trained_on_cine]
     registered_memsam = [(c.name, "MemSAM") for c in list_checkpoints(("memsam",))]
     return [(MEMSAM_DEFAULT, "MemSAM: the weights folder's memsam.pth")] + registered_memsam + trained + zero_shot
+
+
+def is_memsam(model: Union[str, pathlib.Path, Checkpoint]) -> bool:
+    """True when `segment_sequence` runs ``model`` as MemSAM (with a memory: ``memory_frames``
+    applies); False for the models it propagates zero-shot (SAM 2, MedSAM-2, LiteMedSAM)."""
+    checkpoint = _registered(model)
+    return checkpoint is None or checkpoint.engine == "memsam"
 
 
 def _registered(model) -> Optional[Checkpoint]:

@@ -60,11 +60,19 @@ from .segments import (
     undoLastEdit,
     writeMaskToSegment,
 )
-from .sequences import addCineSequence, cineFromBrowser, promptFromFrameMarkups, segmentSequence, writeSequenceResult
+from .sequences import (
+    SequenceSnapshot,
+    addCineSequence,
+    cineFromBrowser,
+    promptFromFrameMarkups,
+    segmentSequence,
+    writeSequenceResult,
+)
 
 __all__ = [
     "MEMSEG_UNDO", "SEGMENT_EDITOR_UNDO", "undoHistoryFor",
-    "SCENE_BUNDLE_SUFFIX", "SEGMENTATION_SEQUENCE_SUFFIX", "SegmentationSequence", "StreamedPreview", "addCineSequence",
+    "SCENE_BUNDLE_SUFFIX", "SEGMENTATION_SEQUENCE_SUFFIX", "SegmentationSequence", "SequenceSnapshot", "StreamedPreview",
+    "addCineSequence",
     "addHelperNode",
     "batchPrompts", "cineFromBrowser", "controlPointsWorld", "editorLogicFor", "headlessScene",
     "ijkToWorldMatrix", "newSegmentationFor", "orientedLabelmap", "promptFromFrameMarkups", "promptFromMarkups",

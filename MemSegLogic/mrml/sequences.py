@@ -344,6 +344,49 @@ def writeSequenceResult(result: SequenceResult, browserNode, segmentationNode, s
     return segmentId
 
 
+class SequenceSnapshot:
+    """The segmentation sequence ``segmentationNode`` is the proxy of in ``browserNode``, as it is
+    now (every frame, and what the proxy shows): take it just before `writeSequenceResult`, and
+    `restore()` undoes that whole run on every frame. The Segment Editor's own undo cannot: its
+    history holds one frame's segmentation and goes when the frame changes. Restore only before
+    anything else edits the sequence (the effect drops its snapshot when it is deactivated)."""
+
+    def __init__(self, browserNode, segmentationNode):
+        self.browser, self.segmentation = browserNode, segmentationNode
+        sequence = browserNode.GetSequenceNode(segmentationNode)
+        self.sequenceID = sequence.GetID() if sequence is not None else None  # None: the run creates it
+        self.items = [] if sequence is None else [
+            (sequence.GetNthIndexValue(item), _copyOf(sequence.GetNthDataNode(item)))
+            for item in range(sequence.GetNumberOfDataNodes())]
+        self.shown = _copyOf(segmentationNode)
+
+    def restore(self) -> None:
+        browser, scene = self.browser, self.browser.GetScene()
+        sequence = browser.GetSequenceNode(self.segmentation)
+        if sequence is None or (self.sequenceID is not None and sequence.GetID() != self.sequenceID):
+            raise SequenceBrowserError(f"{self.segmentation.GetName()} is no longer recorded in the sequence it "
+                                       "was: nothing to restore")
+        with _BrowseMasterOnly(browser):
+            _unshare(self.segmentation, sequence)
+            if self.sequenceID is None:  # the run created the sequence: it goes
+                browser.RemoveSynchronizedSequenceNode(sequence.GetID())
+                scene.RemoveNode(sequence)
+            else:
+                kept = {value for value, _ in self.items}
+                for item in reversed(range(sequence.GetNumberOfDataNodes())):
+                    if sequence.GetNthIndexValue(item) not in kept:
+                        sequence.RemoveDataNodeAtValue(sequence.GetNthIndexValue(item))
+                for value, node in self.items:
+                    sequence.SetDataNodeAtValue(node, value)
+            self.segmentation.CopyContent(self.shown, True)
+
+
+def _copyOf(segmentationNode):
+    copy = slicer.vtkMRMLSegmentationNode()
+    copy.CopyContent(segmentationNode, True)
+    return copy
+
+
 def _span(values) -> str:
     values = tuple(values)
     return "none" if not values else f"{values[0]}..{values[-1]}"

@@ -5,8 +5,7 @@ too). Each class records the header it was read from and the commit; base classe
 while their headers are in the checkout (Qt's own come from qt_listing.json).
 
     git clone https://github.com/Slicer/Slicer /tmp/Slicer
-    git clone https://github.com/commontk/CTK /tmp/CTK
-    python Testing/slicer_api/generate_slicer_listing.py /tmp/Slicer /tmp/CTK
+    python Testing/slicer_api/generate_slicer_listing.py /tmp/Slicer
 """
 # Reads headers with regular expressions, so check the listing by eye after a regeneration.
 
@@ -23,11 +22,6 @@ HEADERS = {
     "qMRMLWidget": "Libs/MRML/Widgets/qMRMLWidget.h",
     "qSlicerWidget": "Base/QTGUI/qSlicerWidget.h",
 }
-# CTK's widgets (Slicer's .ui files and modules use them), read from a CTK checkout under the same rule.
-CTK_HEADERS = {
-    "ctkCollapsibleButton": "Libs/Widgets/ctkCollapsibleButton.h",
-    "ctkPathLineEdit": "Libs/Widgets/ctkPathLineEdit.h",
-}
 OUTPUT = pathlib.Path(__file__).with_name("slicer_widgets_listing.json")
 ACCESS = re.compile(r"^\s*(public|protected|private)\s*(slots|Q_SLOTS)?\s*:|^\s*(signals|Q_SIGNALS)\s*:")
 METHOD = re.compile(r"(\w+)\s*\(")
@@ -43,7 +37,8 @@ def members(text, class_name):
         code = line.split("//", 1)[0]
         match = ACCESS.match(code)
         if match and depth <= 1:
-            section = "signals" if match.group(3) else f"{match.group(1)} {match.group(2) or ''}".strip()
+            slots = " slots" if match.group(2) else ""  # `public slots:` and `public Q_SLOTS:` alike
+            section = "signals" if match.group(3) else match.group(1) + slots
             continue
         if "Q_INVOKABLE" in code or (section in ("public slots", "signals") and depth <= 1):
             found = METHOD.search(code.replace("Q_INVOKABLE", ""))
@@ -58,22 +53,14 @@ def members(text, class_name):
     return sorted(n for n in names if n.isidentifier()), base
 
 
-def _commit(checkout):
-    return subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
-
-
-def main(checkout, ctk_checkout, commit=None, ctk_commit=None):
-    checkout, ctk_checkout = pathlib.Path(checkout), pathlib.Path(ctk_checkout)
-    commit = commit or _commit(checkout)
-    ctk_commit = ctk_commit or _commit(ctk_checkout)
+def main(checkout, commit=None):
+    checkout = pathlib.Path(checkout)
+    commit = commit or subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True,
+                                      text=True).stdout.strip()
     classes = {}
-    for root, headers, source in ((checkout, HEADERS, None), (ctk_checkout, CTK_HEADERS, f"commontk/CTK@{ctk_commit}")):
-        for name, header in headers.items():
-            names, base = members((root / header).read_text(encoding="utf-8"), name)
-            classes[name] = {"header": header, "base": base, "attributes": names}
-            if source:
-                classes[name]["source"] = source
+    for name, header in HEADERS.items():
+        names, base = members((checkout / header).read_text(encoding="utf-8"), name)
+        classes[name] = {"header": header, "base": base, "attributes": names}
     listing = {"source": f"Slicer/Slicer@{commit}", "rule": "Q_PROPERTY, signals, public slots, Q_INVOKABLE, enum values",
                "classes": classes}
     OUTPUT.write_text(json.dumps(listing, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -81,4 +68,4 @@ def main(checkout, ctk_checkout, commit=None, ctk_commit=None):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])  # slicer-checkout ctk-checkout [commits, when the headers are exported trees]
+    main(*sys.argv[1:3])  # checkout [commit, when the headers are an exported tree]

@@ -1,7 +1,8 @@
 """TEST STAND-IN for Slicer's ``qt`` module (PythonQt) -- not Qt.
 
-Each class allows exactly the attributes that qt_listing.json lists for it (generated from the
-real Qt API by generate_qt_listing.py): using anything else raises AttributeError, as it would in
+Each class allows exactly the attributes that both qt_listing.json (Qt 6) and qt5_listing.json
+(Qt 5.15, what Slicer 5.10 ships) list for it (generated from the real Qt API by
+generate_qt_listing.py): using anything else raises AttributeError, as it would in
 Slicer. Listed properties keep what is set; a few widgets keep the state the effects read back
 (combo box items, check state, timer activity); other listed methods accept any arguments and do
 nothing. No drawing, no events: it checks that the code speaks Qt's API, not that Qt behaves.
@@ -13,6 +14,15 @@ import pathlib
 import types
 
 LISTING = json.loads((pathlib.Path(__file__).with_name("qt_listing.json")).read_text(encoding="utf-8"))
+# Slicer 5.10 ships Qt 5.15, later Slicers Qt 5.15 or 6: a member is allowed when both have it.
+QT5_LISTING = json.loads((pathlib.Path(__file__).with_name("qt5_listing.json")).read_text(encoding="utf-8"))
+
+
+def qt_members(class_name):
+    """The members of Qt class ``class_name`` that Qt 6 and Qt 5.15 both have."""
+    return set(LISTING["classes"][class_name]) & set(QT5_LISTING["classes"][class_name])
+
+
 # PythonQt's additions to every wrapped QObject (connect/disconnect a signal by its signature,
 # the C++ class name), on top of Qt's own API.
 # ``name``: the object's objectName, which Slicer's own slicer.util.findChildren / childWidgetVariables read.
@@ -31,7 +41,7 @@ class StandIn:
 
     @classmethod
     def _allowed(cls):
-        return set(LISTING["classes"][cls.QT_CLASS]) | PYTHONQT_EXTRAS
+        return qt_members(cls.QT_CLASS) | PYTHONQT_EXTRAS
 
     def __getattr__(self, name):
         if name.startswith("_"):
@@ -163,9 +173,9 @@ def qt_module():
         if name == "Qt":
             continue
         cls = special.get(name) or _simple(name)
-        for member in LISTING["classes"][name]:  # enum values as class attributes (qt.QAbstractItemView.SelectRows)
+        for member in qt_members(name):  # enum values as class attributes (qt.QAbstractItemView.SelectRows)
             if member[:1].isupper() and not hasattr(cls, member):
                 setattr(cls, member, member)
         setattr(module, name, cls)
-    module.Qt = types.SimpleNamespace(**{member: member for member in LISTING["classes"]["Qt"] if member[:1].isupper()})
+    module.Qt = types.SimpleNamespace(**{member: member for member in qt_members("Qt") if member[:1].isupper()})
     return module

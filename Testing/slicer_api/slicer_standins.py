@@ -1,8 +1,9 @@
 """TEST STAND-INS for the Slicer GUI pieces MemSeg's module panel uses -- not Slicer.
 
 - `load_ui`: stands in for ``slicer.util.loadUI`` (Qt's QUiLoader): reads OUR .ui file and builds
-  API-checked stand-in widgets: Qt classes from qt_listing.json (qt_standin), CTK / qMRML / qSlicer
-  classes from slicer_widgets_listing.json (read from their headers). A class, property or
+  API-checked stand-in widgets: Qt classes from qt_listing.json and qt5_listing.json (qt_standin),
+  CTK classes from ctk_listing.json (ctk_standin), qMRML / qSlicer classes from
+  slicer_widgets_listing.json (each read from their headers). A class, property or
   connection slot the real API lacks fails, as it would in Slicer.
 - The Slicer widgets' behaviour on the paths the panel uses (a node combo box's current node and
   scene, a path line edit's path), named below.
@@ -24,6 +25,7 @@ import types
 import typing
 import xml.etree.ElementTree as ElementTree
 
+import ctk_standin
 import qt_standin
 import slicer
 import vtk
@@ -39,7 +41,7 @@ def _slicer_class_attributes(name):
     while name in SLICER_LISTING["classes"]:
         names |= set(SLICER_LISTING["classes"][name]["attributes"])
         name = SLICER_LISTING["classes"][name]["base"]
-    return names | set(qt_standin.LISTING["classes"][name])
+    return names | qt_standin.qt_members(name)
 
 
 class SlicerWidget(qt_standin.StandIn):
@@ -108,20 +110,13 @@ class qSlicerMarkupsPlaceWidget(SlicerWidget):
     deleteButton = placeButton
 
 
-class ctkPathLineEdit(SlicerWidget):
-    SLICER_CLASS = "ctkPathLineEdit"
-
-
-class ctkCollapsibleButton(SlicerWidget):
-    SLICER_CLASS = "ctkCollapsibleButton"
-
-
-SLICER_WIDGETS = {cls.SLICER_CLASS: cls for cls in (qMRMLWidget, qMRMLNodeComboBox, qSlicerMarkupsPlaceWidget,
-                                                    ctkPathLineEdit, ctkCollapsibleButton)}
+SLICER_WIDGETS = {cls.SLICER_CLASS: cls for cls in (qMRMLWidget, qMRMLNodeComboBox, qSlicerMarkupsPlaceWidget)}
 for _cls in SLICER_WIDGETS.values():  # enum values as class attributes (slicer.qSlicerMarkupsPlaceWidget.ForcePlace...)
     for _member in SLICER_LISTING["classes"][_cls.SLICER_CLASS]["attributes"]:
         if _member[:1].isupper() and not hasattr(_cls, _member):
             setattr(_cls, _member, _member)
+# What a .ui may name: Slicer's widgets and CTK's (ctk_standin, checked against ctk_listing.json).
+UI_WIDGETS = {**SLICER_WIDGETS, **ctk_standin.CLASSES}
 
 
 def load_scripted_module(path, parent):
@@ -153,8 +148,8 @@ def _value(element, qt):
         values = []
         for part in kind.text.split("|"):
             owner, _separator, value = part.partition("::")
-            cls = getattr(qt, owner, None) or SLICER_WIDGETS.get(owner)
-            if cls is None or value not in (qt_standin.LISTING["classes"].get(owner) or _slicer_class_attributes(owner)):
+            cls = getattr(qt, owner, None) or UI_WIDGETS.get(owner)
+            if cls is None or value not in (qt_standin.LISTING["classes"].get(owner) or cls._allowed()):
                 raise AttributeError(f"{part} is not in the API")
             values.append(value)
         return "|".join(values)
@@ -171,7 +166,7 @@ def load_ui(path):
 
     def build(element):
         class_name = element.get("class")
-        cls = SLICER_WIDGETS.get(class_name) or getattr(qt, class_name, None)
+        cls = UI_WIDGETS.get(class_name) or getattr(qt, class_name, None)
         if cls is None:
             raise AttributeError(f"{path}: {class_name} is neither a listed Qt class nor a listed Slicer widget")
         widget = cls()
@@ -443,9 +438,5 @@ def segment_editor_effects_modules(register):
 
 
 def ctk_module():
-    """``ctk`` with the CTK widget stand-ins listed in slicer_widgets_listing.json."""
-    module = types.ModuleType("ctk")
-    for name, cls in SLICER_WIDGETS.items():
-        if name.startswith("ctk"):
-            setattr(module, name, cls)
-    return module
+    """``ctk``: CTK's widgets, API-checked (ctk_standin)."""
+    return ctk_standin.ctk_module()
