@@ -380,17 +380,53 @@ class _ScriptedConfidenceEngine(CarriedMaskEngine):
 def test_a_carried_mask_direction_ends_at_the_first_unsure_slice_past_the_seeds():
     """Frames 0..9, seeds on 3 and 6; confidence is compared with the best of the direction so
     far. Forward from seed 3: slice 4 (0.5) lies between the seeds, so it is kept; past seed 6
-    the best is 0.95 (slice 5), slice 7 (0.85) is kept, slice 8 (0.7) is more than 0.15 below ->
+    the best is 0.95 (slice 5), slice 7 (0.85) is kept, slice 8 (0.7) is more than 0.2 below ->
     the direction ends and 8, 9 stay unvisited. Backward from seed 6: again 4 is kept; past
-    seed 3 slice 2 (0.85) is kept and slice 1 (0.75) ends it."""
+    seed 3 slice 2 (0.8) is kept and slice 1 (0.7) ends it."""
     frames = np.arange(10, dtype=np.uint8)[:, None, None].repeat(2, 1).repeat(2, 2)
-    confidence = [0.9, 0.75, 0.85, 0.8, 0.5, 0.95, 0.9, 0.85, 0.7, 0.95]
+    confidence = [0.9, 0.7, 0.8, 0.8, 0.5, 0.95, 0.9, 0.85, 0.7, 0.95]
     seeds = {3: None, 6: None}
     result = _ScriptedConfidenceEngine(confidence).propagate(frames, seeds, Monitor())
     np.testing.assert_array_equal(np.flatnonzero(result.visited), [2, 3, 4, 5, 6, 7])
     assert (result.logits[[0, 1, 8, 9]] < -1000).all()
     engine = _ScriptedConfidenceEngine(confidence)
     engine.confidence_drop = None  # off: only the absence rule, which never fires here
+    assert engine.propagate(frames, seeds, Monitor()).visited.all()
+
+
+class _ScriptedJumpEngine(CarriedMaskEngine):
+    """Scripted stand-in (no model), sure of itself everywhere: frame i's mask is the 4-pixel
+    square at the column its first pixel names, so the script says where the object jumps."""
+
+    name = "scripted-jump-stand-in"
+
+    def _square(self, frame):
+        logits = np.full(frame.shape, -LOGIT, np.float32)
+        column = int(frame[0, 0])
+        logits[2:6, column:column + 4] = LOGIT
+        return logits, True, 0.9
+
+    def segment_seed(self, frame, seed):
+        return self._square(frame)
+
+    def segment_next(self, frame, carried):
+        return self._square(frame)
+
+
+def test_a_carried_mask_direction_ends_where_the_mask_jumps_to_other_tissue():
+    """Seed on 2. Forward, the square moves 1 pixel a slice (overlap 0.75: the same object
+    growing or shifting) until slice 5, where it jumps 8 pixels (no overlap): the direction ends
+    there and 5, 6 stay unvisited, although the model is as sure as on the object. Backward,
+    slice 0 shifts 2 pixels (overlap 0.5) and is kept. With the rule off every slice is visited."""
+    columns = [4, 6, 6, 7, 8, 16, 17]
+    frames = np.zeros((len(columns), 8, 24), np.uint8)
+    frames[:, 0, 0] = columns
+    seeds = {2: None}
+    result = _ScriptedJumpEngine().propagate(frames, seeds, Monitor())
+    np.testing.assert_array_equal(np.flatnonzero(result.visited), [0, 1, 2, 3, 4])
+    assert (result.logits[[5, 6]] < -1000).all()
+    engine = _ScriptedJumpEngine()
+    engine.min_overlap = None
     assert engine.propagate(frames, seeds, Monitor()).visited.all()
 
 
