@@ -131,19 +131,15 @@ def test_one_click_on_a_small_tumour_takes_the_tight_box(pyradiomics_data):
     assert dice(result.mask[0], reference[k]) >= 0.8
 
 
-# -- where LiteMedSAM passes end on thick MR slices ---------------------------------------------------
-# axes=1 from the reference box; measured 0.3748 / 0.3248 (0.2211 / 0.2811 when a pass ended 0.15 below
-# the best IoU estimate and never on a jump).
-MR_BOX_DICE_MIN = {"brain2": 0.34, "brain1": 0.30}
+# -- where LiteMedSAM passes end on MR lesions --------------------------------------------------------
+BRAIN2_BOX_DICE_MIN = 0.34  # axes=1 from the reference box; measured 0.3754 (0.2211 with a fixed 0.15 drop)
 
 
-@pytest.mark.parametrize("case", sorted(MR_BOX_DICE_MIN))
-def test_mr_lesion_pass_ends_where_the_lesion_ends(pyradiomics_data, case):
-    """brain2: the slice below the seed is the lesion (seed-slice Dice 0.48) yet rated 0.19 below the
-    seed; a pass allowed a drop of 0.15 ended there. brain1: below the lesion the carried box keeps
-    finding tissue rated 0.74-0.85; where that mask overlaps the last one by less than 0.4 (Dice
-    0.33, K=8) the pass ends instead of running on for two more slices."""
-    volume, reference = load_pyradiomics_case(pyradiomics_data, case)
+def test_mr_lesion_pass_keeps_a_lesion_slice_the_model_is_less_sure_of(pyradiomics_data):
+    """brain2: LiteMedSAM rates the seed slice 0.84 and the lesion slice below it 0.65 (its Dice
+    there 0.48); a fixed allowed drop of 0.15 ended the pass there. The drop allowed now grows
+    with the model's doubt about the object (1.5 x (1 - 0.84) = 0.24)."""
+    volume, reference = load_pyradiomics_case(pyradiomics_data, "brain2")
     prompt, _ = seed_box(reference)
     result = segment_volume(volume, prompt, model="medsam-lite", device="cpu", preset="mr", axes=1)
-    assert dice(result.mask, reference) >= MR_BOX_DICE_MIN[case]
+    assert dice(result.mask, reference) >= BRAIN2_BOX_DICE_MIN

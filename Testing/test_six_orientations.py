@@ -380,11 +380,11 @@ class _ScriptedConfidenceEngine(CarriedMaskEngine):
 def test_a_carried_mask_direction_ends_at_the_first_unsure_slice_past_the_seeds():
     """Frames 0..9, seeds on 3 and 6; confidence is compared with the best of the direction so
     far. Forward from seed 3: slice 4 (0.5) lies between the seeds, so it is kept; past seed 6
-    the best is 0.95 (slice 5), slice 7 (0.85) is kept, slice 8 (0.7) is more than 0.2 below ->
+    the best is 0.95 (slice 5), slice 7 (0.85) is kept, slice 8 (0.7) is more than 0.15 below ->
     the direction ends and 8, 9 stay unvisited. Backward from seed 6: again 4 is kept; past
-    seed 3 slice 2 (0.8) is kept and slice 1 (0.7) ends it."""
+    seed 3 slice 2 (0.85) is kept and slice 1 (0.75) ends it."""
     frames = np.arange(10, dtype=np.uint8)[:, None, None].repeat(2, 1).repeat(2, 2)
-    confidence = [0.9, 0.7, 0.8, 0.8, 0.5, 0.95, 0.9, 0.85, 0.7, 0.95]
+    confidence = [0.9, 0.75, 0.85, 0.8, 0.5, 0.95, 0.9, 0.85, 0.7, 0.95]
     seeds = {3: None, 6: None}
     result = _ScriptedConfidenceEngine(confidence).propagate(frames, seeds, Monitor())
     np.testing.assert_array_equal(np.flatnonzero(result.visited), [2, 3, 4, 5, 6, 7])
@@ -428,6 +428,19 @@ def test_a_carried_mask_direction_ends_where_the_mask_jumps_to_other_tissue():
     engine = _ScriptedJumpEngine()
     engine.min_overlap = None
     assert engine.propagate(frames, seeds, Monitor()).visited.all()
+
+
+def test_a_less_sure_model_is_allowed_a_larger_drop():
+    """Where the best estimate is only 0.8 the drop allowed is 1.5 x (1 - 0.8) = 0.3, not 0.15:
+    forward from the seed on 0, slice 1 (0.55, 0.25 below) is kept and slice 2 (0.45) ends it;
+    told to allow 0.15 whatever the best, slice 1 ends it."""
+    frames = np.arange(4, dtype=np.uint8)[:, None, None].repeat(2, 1).repeat(2, 2)
+    confidence = [0.8, 0.55, 0.45, 0.8]
+    result = _ScriptedConfidenceEngine(confidence).propagate(frames, {0: None}, Monitor())
+    np.testing.assert_array_equal(np.flatnonzero(result.visited), [0, 1])
+    engine = _ScriptedConfidenceEngine(confidence)
+    engine.drop_per_doubt = 0.0
+    np.testing.assert_array_equal(np.flatnonzero(engine.propagate(frames, {0: None}, Monitor()).visited), [0])
 
 
 def test_other_axes_are_skipped_where_the_object_is_too_thin_for_the_model():

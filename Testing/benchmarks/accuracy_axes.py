@@ -164,6 +164,7 @@ def main(argv=None) -> int:
     parser.add_argument("--axes", nargs="*", type=int, choices=(1, 3), default=[1, 3],
                         help="runs per case (default both; one alone: the other column repeats it)")
     parser.add_argument("--per-slice", action="store_true", help="also print each run's Dice on every slice")
+    parser.add_argument("--json", type=pathlib.Path, help="also write the rows (and per-slice Dice) to this file")
     parser.add_argument("--save", type=pathlib.Path, default=SAVED, help="folder for each case's results (.npz)")
     parser.add_argument("--rescore", type=pathlib.Path, metavar="FOLDER",
                         help="score the cases saved in FOLDER instead of running the model")
@@ -188,9 +189,10 @@ def main(argv=None) -> int:
     rows = sorted((score(path) for path in paths),
                   key=lambda row: (kinds.index(row["prompt"]), order.get(row["case"], len(order))))
     print(table(rows))
-    if args.per_slice:
-        for path in paths:
-            print(per_slice(path))
+    slices = [per_slice(path) for path in paths] if args.per_slice else []
+    print("\n".join(slices))
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "per_slice": slices}, indent=1, default=float) + "\n")
     return 0
 
 
