@@ -129,3 +129,17 @@ def test_one_click_on_a_small_tumour_takes_the_tight_box(pyradiomics_data):
     result = segment_volume(seed_only, prompt, model="medsam-lite", device="cpu", preset="ct-chest", axes=1,
                             propagation=PropagationOptions(absent_slices=0))
     assert dice(result.mask[0], reference[k]) >= 0.8
+
+
+# -- where LiteMedSAM passes end on MR lesions --------------------------------------------------------
+BRAIN2_BOX_DICE_MIN = 0.34  # axes=1 from the reference box; measured 0.3754 (0.2211 with a fixed 0.15 drop)
+
+
+def test_mr_lesion_pass_keeps_a_lesion_slice_the_model_is_less_sure_of(pyradiomics_data):
+    """brain2: LiteMedSAM rates the seed slice 0.84 and the lesion slice below it 0.65 (its Dice
+    there 0.48); a fixed allowed drop of 0.15 ended the pass there. The drop allowed now grows
+    with the model's doubt about the object (1.5 x (1 - 0.84) = 0.24)."""
+    volume, reference = load_pyradiomics_case(pyradiomics_data, "brain2")
+    prompt, _ = seed_box(reference)
+    result = segment_volume(volume, prompt, model="medsam-lite", device="cpu", preset="mr", axes=1)
+    assert dice(result.mask, reference) >= BRAIN2_BOX_DICE_MIN

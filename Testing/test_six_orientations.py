@@ -394,6 +394,55 @@ def test_a_carried_mask_direction_ends_at_the_first_unsure_slice_past_the_seeds(
     assert engine.propagate(frames, seeds, Monitor()).visited.all()
 
 
+class _ScriptedJumpEngine(CarriedMaskEngine):
+    """Scripted stand-in (no model), sure of itself everywhere: frame i's mask is the 4-pixel
+    square at the column its first pixel names, so the script says where the object jumps."""
+
+    name = "scripted-jump-stand-in"
+
+    def _square(self, frame):
+        logits = np.full(frame.shape, -LOGIT, np.float32)
+        column = int(frame[0, 0])
+        logits[2:6, column:column + 4] = LOGIT
+        return logits, True, 0.9
+
+    def segment_seed(self, frame, seed):
+        return self._square(frame)
+
+    def segment_next(self, frame, carried):
+        return self._square(frame)
+
+
+def test_a_carried_mask_direction_ends_where_the_mask_jumps_to_other_tissue():
+    """Seed on 2. Forward, the square moves 1 pixel a slice (overlap 0.75: the same object
+    growing or shifting) until slice 5, where it jumps 8 pixels (no overlap): the direction ends
+    there and 5, 6 stay unvisited, although the model is as sure as on the object. Backward,
+    slice 0 shifts 2 pixels (overlap 0.5) and is kept. With the rule off every slice is visited."""
+    columns = [4, 6, 6, 7, 8, 16, 17]
+    frames = np.zeros((len(columns), 8, 24), np.uint8)
+    frames[:, 0, 0] = columns
+    seeds = {2: None}
+    result = _ScriptedJumpEngine().propagate(frames, seeds, Monitor())
+    np.testing.assert_array_equal(np.flatnonzero(result.visited), [0, 1, 2, 3, 4])
+    assert (result.logits[[5, 6]] < -1000).all()
+    engine = _ScriptedJumpEngine()
+    engine.min_overlap = None
+    assert engine.propagate(frames, seeds, Monitor()).visited.all()
+
+
+def test_a_less_sure_model_is_allowed_a_larger_drop():
+    """Where the best estimate is only 0.8 the drop allowed is 1.5 x (1 - 0.8) = 0.3, not 0.15:
+    forward from the seed on 0, slice 1 (0.55, 0.25 below) is kept and slice 2 (0.45) ends it;
+    told to allow 0.15 whatever the best, slice 1 ends it."""
+    frames = np.arange(4, dtype=np.uint8)[:, None, None].repeat(2, 1).repeat(2, 2)
+    confidence = [0.8, 0.55, 0.45, 0.8]
+    result = _ScriptedConfidenceEngine(confidence).propagate(frames, {0: None}, Monitor())
+    np.testing.assert_array_equal(np.flatnonzero(result.visited), [0, 1])
+    engine = _ScriptedConfidenceEngine(confidence)
+    engine.drop_per_doubt = 0.0
+    np.testing.assert_array_equal(np.flatnonzero(engine.propagate(frames, {0: None}, Monitor()).visited), [0])
+
+
 def test_other_axes_are_skipped_where_the_object_is_too_thin_for_the_model():
     """lung2-like geometry (0.63 x 0.63 x 5 mm, 61 x 512 x 512, lesion over 11 K slices): in I
     frames (61 x 512) LiteMedSAM shrinks the longest side to 256, so the lesion spans 11 x 0.5 =

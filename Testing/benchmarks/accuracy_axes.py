@@ -59,15 +59,17 @@ def load_case(name: str):
 
 
 def run_case(name: str, model: str, device: str, save: pathlib.Path,
-             propagation: Optional[PropagationOptions] = None, prompt_kind: str = "box") -> pathlib.Path:
-    """Segment one case with axes=1 and axes=3 from one kind of prompt and save what scoring
-    needs. A prompt on which the model finds nothing scores 0 (the error is kept)."""
+             propagation: Optional[PropagationOptions] = None, prompt_kind: str = "box",
+             axes_runs=(1, 3)) -> pathlib.Path:
+    """Segment one case with axes=1 and axes=3 (or only those in ``axes_runs``; a run left out
+    scores as the other) from one kind of prompt and save what scoring needs. A prompt on which
+    the model finds nothing scores 0 (the error is kept)."""
     from MemSegLogic.errors import NothingFoundError
 
     volume, reference, preset = load_case(name)
     prompt, seed_slice = PROMPTS[prompt_kind](reference)
     runs, errors = {}, {}
-    for axes in (1, 3):
+    for axes in axes_runs:
         try:
             runs[axes] = segment_volume(volume, prompt, model=model, device=device, preset=preset, axes=axes,
                                         propagation=propagation)
@@ -75,6 +77,8 @@ def run_case(name: str, model: str, device: str, save: pathlib.Path,
             errors[f"axes={axes}"] = str(error)
     nothing = np.zeros(reference.shape, np.float32)
     one, six = runs.get(1), runs.get(3)
+    if len(axes_runs) == 1:  # the run left out scores as the one made: its columns repeat it
+        one, six = (runs.get(axes_runs[0]),) * 2
     timings = {"axes=1 s": one.seconds if one else 0.0, "axes=1 slices": one.slices_visited if one else 0,
                "axes=3 s": six.seconds if six else 0.0, "axes=3 slices": six.slices_visited if six else 0,
                "model": model, "device": device, "skipped": six.skipped_axes if six else {}, "errors": errors,
@@ -157,7 +161,10 @@ def main(argv=None) -> int:
                         help="resample thick-axis frames to square pixels (default: the engine's choice)")
     parser.add_argument("--prompts", nargs="*", choices=list(PROMPTS), default=["box"],
                         help="prompt kinds, each a row per case (default: box)")
+    parser.add_argument("--axes", nargs="*", type=int, choices=(1, 3), default=[1, 3],
+                        help="runs per case (default both; one alone: the other column repeats it)")
     parser.add_argument("--per-slice", action="store_true", help="also print each run's Dice on every slice")
+    parser.add_argument("--json", type=pathlib.Path, help="also write the rows (and per-slice Dice) to this file")
     parser.add_argument("--save", type=pathlib.Path, default=SAVED, help="folder for each case's results (.npz)")
     parser.add_argument("--rescore", type=pathlib.Path, metavar="FOLDER",
                         help="score the cases saved in FOLDER instead of running the model")
@@ -172,7 +179,7 @@ def main(argv=None) -> int:
                 started = time.perf_counter()
                 propagation = PropagationOptions(crop=not args.no_crop, square_pixels=square,
                                                  crop_frames=args.crop_frames)
-                paths.append(run_case(name, args.model, args.device, args.save, propagation, kind))
+                paths.append(run_case(name, args.model, args.device, args.save, propagation, kind, tuple(args.axes)))
                 row = score(paths[-1])
                 print(f"{name} ({kind}): " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("axes=")
                                                        and isinstance(v, float) and not k.endswith(" s"))
@@ -182,9 +189,10 @@ def main(argv=None) -> int:
     rows = sorted((score(path) for path in paths),
                   key=lambda row: (kinds.index(row["prompt"]), order.get(row["case"], len(order))))
     print(table(rows))
-    if args.per_slice:
-        for path in paths:
-            print(per_slice(path))
+    slices = [per_slice(path) for path in paths] if args.per_slice else []
+    print("\n".join(slices))
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "per_slice": slices}, indent=1, default=float) + "\n")
     return 0
 
 
