@@ -147,6 +147,7 @@ def _echo(args) -> int:
     from ..cine.segment import segment_sequence
     from ..io.outputs import check_output_path, clean_text
     from ..serve.command import local_or_remote
+    from ..volume3d.segment import SpeedOptions
 
     check_output_path(args.output, ECHO_OUTPUT_SUFFIXES, inputs=[args.input], overwrite=args.overwrite)
     clean_text(args.segment_name, "segment name")
@@ -157,7 +158,8 @@ def _echo(args) -> int:
         result = local_or_remote(args, segment_sequence)(cine, _echo_prompt(args), model=args.model, device=args.device,
                                   threshold=args.threshold, memory_frames=args.memory_frames,
                                   deep_update_every=args.deep_update_every, seed=args.seed, progress=progress,
-                                  cancel=threading.Event())
+                                  cancel=threading.Event(), speed=SpeedOptions(threads=args.threads, backend=args.backend,
+                                                                               precision=args.precision))
     finally:
         progress.close()
     if output.endswith(".mrb"):
@@ -265,7 +267,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_segment_parser(subparsers) -> None:
     """`memseg segment`: a volume from a seed prompt (RAS coordinates)."""
     from ..core.intensity import PRESET_NAMES
-    from ..engines.backends import BACKENDS, DEFAULT_BACKEND, DEFAULT_PRECISION, PRECISIONS
     from ..engines.base import DEFAULT_MEMORY, MEMORY_POLICIES
     from ..runtime.checkpoints import DEFAULT_MODEL
     from ..volume3d.fusion import DEFAULT_FUSION, FUSION_MODES
@@ -301,12 +302,19 @@ def _add_segment_parser(subparsers) -> None:
     speed.add_argument("--input-size", type=_count(16), help="run a SAM 2 model at this input size, e.g. 512 on a CPU")
     speed.add_argument("--encode-batch", type=_count(1), help="slices encoded at once (default 8 on CUDA, 1 on CPU)")
     speed.add_argument("--compile", action="store_true", help="torch.compile the image encoder (slow first run)")
-    speed.add_argument("--threads", type=_count(1), help="CPU threads for PyTorch")
-    speed.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                       help="where medsam-lite's encoder runs (default auto: OpenVINO on a CPU when installed)")
-    speed.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
-                       help="fp32 (exact, default) or auto (the backend's own: bf16 where the CPU has it)")
+    _add_backend_arguments(speed, "medsam-lite's")
     segment.set_defaults(run=_segment)
+
+
+def _add_backend_arguments(group, encoder: str) -> None:
+    """--threads, --backend, --precision: where and how ``encoder`` image encoder runs."""
+    from ..engines.backends import BACKENDS, DEFAULT_BACKEND, DEFAULT_PRECISION, PRECISIONS
+
+    group.add_argument("--threads", type=_count(1), help="CPU threads for PyTorch")
+    group.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                       help=f"where {encoder} encoder runs (default auto: OpenVINO on a CPU when installed)")
+    group.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                       help="fp32 (exact, default) or auto (the backend's own: bf16 where the CPU has it)")
 
 
 def _add_echo_parser(subparsers) -> None:
@@ -333,6 +341,7 @@ def _add_echo_parser(subparsers) -> None:
                       help="refresh MemSAM's sensory memory every k-th frame (default: the reference's seeded draws)")
     echo.add_argument("--seed", type=int, default=1234, help="seed of MemSAM's deep-update draws")
     echo.add_argument("--segment-name", default="MemSeg", help="segment name in a .seq.mrb output")
+    _add_backend_arguments(echo.add_argument_group("speed (README: Speed)"), "MemSAM's")
     echo.set_defaults(run=_echo)
 
 

@@ -102,6 +102,7 @@ def segment_sequence(
     seed: int = 1234,
     progress: Optional[ProgressCallback] = None,
     cancel=None,
+    speed=None,
 ) -> SequenceResult:
     """Segment the structure marked on one frame through every frame of a cine loop.
 
@@ -116,8 +117,11 @@ def segment_sequence(
         latest; default 16, None-equivalent for clips up to 17 frames). deep_update_every, seed:
         the sensory-memory refresh (see `MemSAM.forward_clip`).
     progress, cancel: as in `segment_volume`.
+    speed: a `SpeedOptions`: for MemSAM its ``threads``, ``backend`` (where the ViT-B image encoder runs:
+        "auto" = OpenVINO on the CPU when installed) and ``precision``; a zero-shot model takes it whole.
     """
-    from ..runtime.devices import out_of_memory_as_device_error, resolve_device
+    from ..runtime.devices import out_of_memory_as_device_error, resolve_device, set_cpu_threads
+    from ..volume3d.segment import SpeedOptions
 
     started = time.perf_counter()
     monitor = Monitor(progress, cancel)
@@ -136,17 +140,22 @@ def segment_sequence(
     if memory_frames is not None and not is_memsam(checkpoint or model):
         raise ValueError(f"memory_frames sets MemSAM's memory; {checkpoint.name} propagates without it "
                          "(zero-shot): leave memory_frames out")
+    speed = SpeedOptions() if speed is None else speed
+    if not isinstance(speed, SpeedOptions):
+        raise ValueError(f"speed must be a SpeedOptions, got {type(speed).__name__}")
     torch_device = resolve_device(device)
     with out_of_memory_as_device_error(torch_device):
         if not is_memsam(checkpoint or model):
-            return _zero_shot(cine, grid, prompt, checkpoint, device, threshold, progress, cancel, started)
+            return _zero_shot(cine, grid, prompt, checkpoint, device, threshold, progress, cancel, started, speed)
         from ..engines.memsam import DEFAULT_MEMORY_FRAMES, load_memsam_engine
         from ..models.memsam import MASK_THRESHOLD
 
         threshold = MASK_THRESHOLD if threshold is None else check_threshold(threshold)
         memory_frames = DEFAULT_MEMORY_FRAMES if memory_frames is None else memory_frames
         monitor.report(0.0, "loading MemSAM")
-        engine = load_memsam_engine(checkpoint or model, torch_device)
+        set_cpu_threads(speed.threads)
+        engine = load_memsam_engine(checkpoint or model, torch_device, progress=monitor.sub(0.0, 0.02).report,
+                                    backend=speed.backend, precision=speed.precision)
         logits = engine.segment(memsam_range(grid.array), prompt.to_slice_prompt(), monitor.sub(0.02, 1.0),
                                 memory_frames=memory_frames, deep_update_every=deep_update_every, seed_rng=seed)
     probability = sigmoid(logits)
@@ -202,14 +211,14 @@ def _registered(model) -> Optional[Checkpoint]:
 
 
 def _zero_shot(cine: Cine, grid, prompt: Prompt, checkpoint: Checkpoint, device, threshold, progress, cancel,
-               started):
+               started, speed=None):
     """A 3D engine run along time only, from the prompted frame both ways, never stopping early."""
     from ..volume3d.segment import PropagationOptions, segment_volume
 
     threshold = ZERO_SHOT_THRESHOLD if threshold is None else check_threshold(threshold)
     result = segment_volume(grid, prompt, model=checkpoint.name, axes=1, device=device, threshold=threshold,
-                            propagation=PropagationOptions(absent_slices=0, crop=False), progress=progress,
-                            cancel=cancel)
+                            propagation=PropagationOptions(absent_slices=0, crop=False), speed=speed,
+                            progress=progress, cancel=cancel)
     return SequenceResult(
         masks=result.mask, probability=result.probability, ijk_to_ras=cine.ijk_to_ras.copy(),
         index_values=cine.index_values, index_name=cine.index_name, index_unit=cine.index_unit,

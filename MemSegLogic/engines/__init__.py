@@ -34,21 +34,15 @@ def load_engine(model, device, download: bool = True, progress=None, **options) 
 
 
 def _with_backend(options: dict, device, progress) -> dict:
-    """``backend`` resolved to the one that will run (so "auto" and the backend it picks share an
-    engine), with what makes that backend's engine different: precision and CPU threads for
-    OpenVINO, nothing for PyTorch."""
+    """``backend`` and ``precision`` replaced by `backends.backend_options` (what makes the
+    encoder of an engine different)."""
     if "backend" not in options:
         return options
-    from .backends import check_precision, resolve_backend
+    from .backends import backend_options
 
     note = None if progress is None else (lambda message: progress(0.0, message))
-    backend = resolve_backend(options.pop("backend"), device, note=note)
-    precision = check_precision(options.pop("precision", "fp32"))
-    if backend == "openvino":
-        import torch
-
-        options.update(precision=precision, threads=torch.get_num_threads())
-    return {**options, "backend": backend}
+    backend, precision = options.pop("backend"), options.pop("precision", "fp32")
+    return {**options, **backend_options(backend, precision, device, note)}
 
 
 __all__ = ["Engine", "PassResult", "NOT_VISITED_LOGIT", "load_engine", "clear_engine_cache"]

@@ -1,6 +1,7 @@
 """Where an engine's image encoder runs: PyTorch, or OpenVINO on the CPU.
 
-OpenVINO runs LiteMedSAM's TinyViT encoder several times faster than PyTorch eager on a CPU, with
+Used by LiteMedSAM's TinyViT encoder and MemSAM's ViT-B encoder alike (`backend_options`, then
+`openvino_encoder`). OpenVINO runs them several times faster than PyTorch eager on a CPU, with
 the same fp32 arithmetic. It converts straight from the PyTorch module (no ONNX exporter), and its
 reduced precision (bf16 on CPUs that have it) is one compile option away. The encoder is converted
 at first use from the verified weights and kept in the weights folder (``converted/<name>``) with a
@@ -75,6 +76,19 @@ def resolve_backend(backend: str, device, note: Optional[Callable[[str], None]] 
     else:
         warnings.warn(message, MemSegWarning, stacklevel=3)
     return "torch"
+
+
+def backend_options(backend: str, precision: str, device, note: Optional[Callable[[str], None]] = None) -> dict:
+    """What makes an engine's encoder differ: the backend that will run (`resolve_backend`, so that
+    "auto" and the backend it picks share an engine) and, for OpenVINO, the precision and the CPU
+    threads it is compiled for (PyTorch's current count)."""
+    resolved = resolve_backend(backend, device, note=note)
+    check_precision(precision)
+    if resolved != "openvino":
+        return {"backend": resolved}
+    import torch
+
+    return {"backend": resolved, "precision": precision, "threads": torch.get_num_threads()}
 
 
 def converter_version() -> str:

@@ -22,6 +22,9 @@ artefact (written down in README "MemSAM on cine loops"):
 * **Frames** are grey (colour converted to luma by the caller), resized to 256 x 256 with
   bilinear interpolation and fed as 0..255 without normalisation, as in the reference; logits
   are resized back to the frame size before the 0.6 sigmoid threshold.
+
+The ViT-B image encoder (most of a frame's time on a CPU) runs on PyTorch or OpenVINO
+(`backends`, as LiteMedSAM's): converted at first use from these weights, cached beside them.
 """
 
 from __future__ import annotations
@@ -47,11 +50,14 @@ ENCODE_CHUNK = 8  # frames per image-encoder batch: bounds peak memory, progress
 class MemSAMSequenceEngine:
     """A loaded MemSAM model and how it runs over one cine."""
 
-    def __init__(self, model, name: str, device, weights_verified: bool):
+    def __init__(self, model, name: str, device, weights_verified: bool, backend: str = "torch",
+                 image_encoder=None):
         self.model = model
         self.name = name
         self.device = device
         self.weights_verified = weights_verified
+        self.backend = backend  # "torch" or "openvino": where the image encoder runs
+        self.image_encoder = image_encoder or model.image_encoder
         self.image_size = model.config.image_size
         self.encode_batch = ENCODE_CHUNK  # halved for good if the device runs out of memory
         self.slices_encoded = 0
@@ -83,7 +89,8 @@ class MemSAMSequenceEngine:
             encode.report(start / time_steps, f"encoding frames {start + 1}-{min(start + self.encode_batch, time_steps)}"
                                               f" of {time_steps}")
             chunk, self.encode_batch = run_shrinking_batch(
-                lambda batch: model.encode_frames(resized[start:start + batch].unsqueeze(0)), self.encode_batch,
+                lambda batch: model.encode_frames(resized[start:start + batch].unsqueeze(0),
+                                                  image_encoder=self.image_encoder), self.encode_batch,
                 self.device, lambda batch: encode.report(start / time_steps, f"{self.device.type.upper()} memory is "
                                                                              f"short: encoding {batch} frames at a time"))
             encoded.append(chunk)
@@ -140,18 +147,24 @@ class MemSAMSequenceEngine:
         return self.model.upsample_logits(low_res)
 
 
-def load_memsam_engine(model=MEMSAM_DEFAULT, device=None, progress=None) -> MemSAMSequenceEngine:
+def load_memsam_engine(model=MEMSAM_DEFAULT, device=None, progress=None, backend: str = "torch",
+                       precision: str = "fp32") -> MemSAMSequenceEngine:
     """A MemSAM engine from a registered name, ``"memsam"`` (the weights folder's memsam.pth) or
-    a checkpoint path (the official layout; checked against ``<file>.sha256`` when present)."""
+    a checkpoint path (the official layout; checked against ``<file>.sha256`` when present).
+    ``backend``, ``precision``: where its image encoder runs (`backends.backend_options`)."""
     from ..errors import CheckpointError
     from ..models.memsam import load_memsam
+    from .backends import backend_options
 
     device = torch.device(device or "cpu")
     path, verified = resolve_memsam_weights(model, progress=progress)
     name = model if isinstance(model, str) and not _is_path(model) else pathlib.Path(path).name
+    note = None if progress is None else (lambda message: progress(0.0, message))
+    options = backend_options(backend, precision, device, note)
     # A file rewritten since it was loaded (training) has another size or time: loaded afresh.
     stat = pathlib.Path(path).stat()
-    key = ("memsam", str(pathlib.Path(path).resolve()), stat.st_size, stat.st_mtime_ns, str(device), name, verified)
+    key = ("memsam", str(pathlib.Path(path).resolve()), stat.st_size, stat.st_mtime_ns, str(device), name, verified,
+           tuple(sorted(options.items())))
 
     def build() -> MemSAMSequenceEngine:
         try:
@@ -160,9 +173,24 @@ def load_memsam_engine(model=MEMSAM_DEFAULT, device=None, progress=None) -> MemS
             reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             raise CheckpointError(f"{path} is not a loadable MemSAM checkpoint (expected a PyTorch file holding "
                                   f"MemSAM weights in the official layout; {reason})") from None
-        return MemSAMSequenceEngine(network, name, device, verified)
+        image_encoder = None
+        if options["backend"] == "openvino":
+            from .backends import openvino_encoder
+
+            size = network.config.image_size
+            image_encoder = openvino_encoder(
+                network.image_encoder, torch.zeros(1, 3, size, size), f"{pathlib.Path(name).stem}-encoder",
+                _sha256(path, verified), precision=options["precision"], threads=options["threads"], note=note)
+        return MemSAMSequenceEngine(network, name, device, verified, options["backend"], image_encoder)
 
     return engine_cache.get(key, build)
+
+
+def _sha256(path, verified: bool) -> str:
+    """The weights' SHA-256: the record they were just checked against, else hashed here."""
+    from ..runtime.checkpoints import recorded_sha256, sha256_of
+
+    return (recorded_sha256(path) if verified else None) or sha256_of(path)
 
 
 def _is_path(model) -> bool:

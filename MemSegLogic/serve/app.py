@@ -34,7 +34,7 @@ from .tokens import token_matches
 
 VOLUME_FIELDS = {"ijk_to_ras", "prompts", "model", "axes", "device", "preset", "threshold", "propagation", "speed"}
 CINE_FIELDS = {"ijk_to_ras", "index_values", "index_name", "index_unit", "prompt", "model", "device", "threshold",
-               "memory_frames", "deep_update_every", "seed"}
+               "memory_frames", "deep_update_every", "seed", "speed"}
 
 
 def create_app(token: Optional[str] = None, workers: int = 1, device: str = "auto", max_upload_mb: float = 1024,
@@ -230,6 +230,7 @@ def cine_job(data: bytes, spec: dict, server_device: str):
     from ..cine.cine import Cine
     from ..cine.segment import segment_sequence
     from ..runtime.checkpoints import MEMSAM_DEFAULT
+    from ..volume3d.segment import SpeedOptions
 
     _checked_fields(spec, CINE_FIELDS, "cine")
     grid = protocol.volume_from_nrrd(data, spec.get("ijk_to_ras"), "frames")
@@ -241,7 +242,8 @@ def cine_job(data: bytes, spec: dict, server_device: str):
     run = functools.partial(
         segment_sequence, cine, prompt, model=model, device=server_device if device == "auto" else device,
         threshold=spec.get("threshold"), memory_frames=spec.get("memory_frames"),
-        deep_update_every=spec.get("deep_update_every"), seed=spec.get("seed", 1234))
+        deep_update_every=spec.get("deep_update_every"), seed=spec.get("seed", 1234),
+        speed=protocol.options_from_json(SpeedOptions, spec.get("speed"), "speed option"))
     return model, lambda progress, cancel: run(progress=progress, cancel=cancel)
 
 

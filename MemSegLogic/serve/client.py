@@ -89,7 +89,7 @@ class MemSegClient:
     def segment_sequence(self, frames, prompt: Union[Prompt, Sequence[Prompt]], model: str = MEMSAM_DEFAULT,
                          device: str = "auto", threshold: Optional[float] = None, memory_frames: Optional[int] = None,
                          deep_update_every: Optional[int] = None, seed: int = 1234,
-                         progress: Optional[ProgressCallback] = None, cancel=None):
+                         progress: Optional[ProgressCallback] = None, cancel=None, speed=None):
         """`MemSegLogic.segment_sequence` on the server; returns a `SequenceResult`."""
         from ..cine.cine import Cine
         from ..cine.segment import SequenceResult
@@ -103,7 +103,7 @@ class MemSegClient:
                 "index_name": cine.index_name, "index_unit": cine.index_unit,
                 "prompt": protocol.prompt_to_json(prompts[0]), "model": _model_name(model), "device": device,
                 "threshold": threshold, "memory_frames": memory_frames, "deep_update_every": deep_update_every,
-                "seed": seed}
+                "seed": seed, "speed": protocol.options_to_json(speed)}
         summary, masks, probability = self._run("cine", "frames", Volume(cine.frames, cine.ijk_to_ras), spec,
                                                 progress, cancel)
         fields = {k: v for k, v in summary.items() if k in SequenceResult.__dataclass_fields__}

@@ -163,36 +163,49 @@ class AxisPass:
 def run_pass(engine: Engine, image: np.ndarray, spacing_ijk, axis: int, seeds: Dict[int, SlicePrompt],
              window: Optional[Window], monitor: Monitor, absent_slices: Optional[int] = None,
              memory=None, square_pixels: bool = True, preview: Optional[PreviewCallback] = None,
-             pass_number: int = 0) -> AxisPass:
+             pass_number: int = 0, step: int = 1) -> AxisPass:
     """Propagate ``seeds`` (whole-frame coordinates) along ``axis`` of the uint8 KJI ``image``;
-    each slice's mask goes to ``preview`` as soon as the engine has it."""
+    each slice's mask goes to ``preview`` as soon as the engine has it. ``step`` k > 1: the
+    engine sees only every k-th slice counted from the (single) seed, the others stay NaN."""
     stack = slice_stack(image, axis)
     window = window or Window.whole(stack.shape)
     frames = window.crop(stack)
+    # Window-local index of each frame the engine sees (all of them, or every step-th from the seed).
+    seen = np.arange(len(frames))
+    if step > 1:
+        if len(seeds) != 1:
+            raise ValueError("a pass over every k-th slice starts from one seed slice")
+        seen = seen[(seen - (min(seeds) - window.first)) % step == 0]
     grid = SquarePixels(frames.shape[1:], frame_spacing(spacing_ijk, axis) if square_pixels else (1.0, 1.0))
-    local = {index - window.first: grid.prompt(window.local_prompt(seed)) for index, seed in seeds.items()}
+    position = {int(index): n for n, index in enumerate(seen)}
+    local = {position[index - window.first]: dataclasses.replace(grid.prompt(window.local_prompt(seed)),
+                                                                  frame_index=position[index - window.first])
+             for index, seed in seeds.items()}
     if preview is not None:
-        monitor = monitor.with_frame_handler(_slice_updates(preview, pass_number, axis, window, grid, stack.shape[1:]))
+        monitor = monitor.with_frame_handler(
+            _slice_updates(preview, pass_number, axis, window, grid, stack.shape[1:], seen))
     try:
-        result = engine.propagate(grid.frames(frames), local, monitor, absent_slices=absent_slices, memory=memory)
+        result = engine.propagate(grid.frames(frames if step == 1 else frames[seen]), local, monitor,
+                                  absent_slices=absent_slices, memory=memory)
     except NothingFoundError as error:  # named in the volume's terms
-        raise _nothing_found(axis, window.first + error.frame_index) from None
-    visited = np.flatnonzero(result.visited)
+        raise _nothing_found(axis, window.first + int(seen[error.frame_index])) from None
+    visited = seen[result.visited]
     probability = np.full(image.shape, np.nan, dtype=np.float32)
     target = slice_stack(probability, axis)
-    logits = grid.logits_back(result.logits[visited])
+    logits = grid.logits_back(result.logits[result.visited])
     target[window.first + visited, window.rows[0]:window.rows[1], window.cols[0]:window.cols[1]] = sigmoid(logits)
     return AxisPass(axis, tuple(sorted(seeds)), window, grid.model_shape, probability, int(len(visited)))
 
 
 def _slice_updates(preview: PreviewCallback, pass_number: int, axis: int, window: Window, grid: SquarePixels,
-                   frame_shape):
-    """A frame handler turning an engine's frame (window-local index, logits on the model grid)
-    into the `SliceUpdate` of that slice of the volume (logit > 0: the 0.5 probability threshold)."""
-    def handle(local_index: int, logits: np.ndarray) -> None:
+                   frame_shape, seen: np.ndarray):
+    """A frame handler turning an engine's frame (index among the ``seen`` window-local slices,
+    logits on the model grid) into the `SliceUpdate` of that slice of the volume (logit > 0:
+    the 0.5 probability threshold)."""
+    def handle(index: int, logits: np.ndarray) -> None:
         mask = np.zeros(frame_shape, dtype=bool)
         mask[window.rows[0]:window.rows[1], window.cols[0]:window.cols[1]] = grid.logits_back(logits[None])[0] > 0
-        preview(SliceUpdate(pass_number, axis, window.first + local_index, mask))
+        preview(SliceUpdate(pass_number, axis, window.first + int(seen[index]), mask))
     return handle
 
 
@@ -266,6 +279,12 @@ class Passes(list):
         self.skipped = dict(skipped or {})
 
 
+def check_step(step) -> int:
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ValueError(f"other_axes_step must be a whole number of at least 1, got {step!r}")
+    return step
+
+
 def check_axes(axes: int) -> None:
     if axes not in (1, 3):
         raise ValueError(f"axes must be 1 (the prompt's axis, 2 directions) or 3 (6 directions), got {axes!r}")
@@ -276,12 +295,14 @@ def propagate_volume(engine: Engine, image: np.ndarray, spacing_ijk, seed_axis: 
                      absent_slices: Optional[int] = None, crop: bool = True, crop_frames: bool = False,
                      margin_fraction: float = DEFAULT_MARGIN_FRACTION, margin_voxels: int = DEFAULT_MARGIN_VOXELS,
                      threshold: float = 0.5, memory=None, square_pixels: Optional[bool] = None,
-                     preview: Optional[PreviewCallback] = None) -> Passes:
+                     preview: Optional[PreviewCallback] = None, other_axes_step: int = 1) -> Passes:
     """All passes of one segmentation, seed axis first. ``image`` is the uint8 KJI volume.
     ``square_pixels`` None: the engine's preference (`Engine.square_pixels`); ``preview`` gets
-    every slice as its pass reaches it (`MemSegLogic.volume3d.preview`)."""
+    every slice as its pass reaches it (`MemSegLogic.volume3d.preview`); ``other_axes_step`` k:
+    the other axes visit every k-th slice from their seed plane (the fusion fills the rest)."""
     square = engine.square_pixels if square_pixels is None else square_pixels
     check_axes(axes)
+    check_step(other_axes_step)
     monitor = monitor or Monitor()
     passes = Passes([run_pass(engine, image, spacing_ijk, seed_axis, seeds, None, monitor.sub(0.0, 1.0 / axes),
                               absent_slices, memory, square, preview)])
@@ -308,5 +329,5 @@ def propagate_volume(engine: Engine, image: np.ndarray, spacing_ijk, seed_axis: 
             continue
         sub.report(0.0, f"{AXIS_NAMES[axis]} axis from its plane {plane} through the seed")
         passes.append(run_pass(engine, image, spacing_ijk, axis, {plane: seed}, window, sub, absent_slices, memory,
-                               square, preview, pass_number=len(passes)))
+                               square, preview, pass_number=len(passes), step=other_axes_step))
     return passes

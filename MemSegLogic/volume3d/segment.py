@@ -88,6 +88,8 @@ class PropagationOptions:
     square_pixels: resample frames along a thick axis to square pixels for the model, and back
         (None: the engine's measured preference; LiteMedSAM does better on native frames).
     seed: seeds the memory bank's resampling, so a run is reproducible.
+    other_axes_step: with axes=3, the two other axes visit every k-th slice from their seed plane and the
+        fusion fills the slices between from the axes that looked there (fewer slices encoded; README "Speed").
     """
 
     fusion: str = DEFAULT_FUSION
@@ -98,6 +100,7 @@ class PropagationOptions:
     crop_frames: bool = False
     square_pixels: Optional[bool] = None
     seed: int = 0
+    other_axes_step: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +115,9 @@ class SpeedOptions:
     compile_encoder: torch.compile the image encoder, faster per slice after minutes on the first call
         (for batch work).
     threads: CPU threads for PyTorch (and OpenVINO), to share the CPU with other work (None: PyTorch's choice).
-    backend: where LiteMedSAM's image encoder runs: "auto" (OpenVINO on the CPU when installed, else PyTorch),
-        "torch" or "openvino" (`MemSegLogic.engines.backends`; README "Backends").
+    backend: where LiteMedSAM's (and, in `segment_sequence`, MemSAM's) image encoder runs: "auto" (OpenVINO on
+        the CPU when installed, else PyTorch), "torch" or "openvino" (`MemSegLogic.engines.backends`; README
+        "Backends").
     precision: "fp32" (exact) or "auto" (the backend's own default: bf16 on CPUs that have it, for OpenVINO).
     """
 
@@ -168,7 +172,7 @@ def segment_volume(
     from ..engines import load_engine
     from ..engines.memory_bank import memory_banks
     from ..runtime.devices import check_memory, out_of_memory_as_device_error, resolve_device, set_cpu_threads
-    from .propagation import check_axes, propagate_volume
+    from .propagation import check_axes, check_step, propagate_volume
 
     started = time.perf_counter()
     monitor = Monitor(progress, cancel)
@@ -182,6 +186,7 @@ def segment_volume(
     check_axes(axes)
     threshold = check_threshold(threshold)
     propagation = PropagationOptions() if propagation is None else propagation
+    check_step(propagation.other_axes_step)
     speed = SpeedOptions() if speed is None else speed
     if propagation.fusion not in FUSION_MODES:
         raise ValueError(f"fusion must be one of {', '.join(FUSION_MODES)}, got {propagation.fusion!r}")
@@ -214,7 +219,7 @@ def segment_volume(
                                   absent_slices=propagation.absent_slices, crop=propagation.crop,
                                   crop_frames=propagation.crop_frames, threshold=threshold,
                                   memory=banks if uses_memory else None, square_pixels=propagation.square_pixels,
-                                  preview=preview)
+                                  preview=preview, other_axes_step=propagation.other_axes_step)
     monitor.report(0.97, "fusing axes" if axes > 1 else "thresholding")
     probability, mask = fuse([p.probability for p in passes], propagation.fusion, threshold,
                              [p.axis for p in passes], volume.spacing, passes[0].seeds)

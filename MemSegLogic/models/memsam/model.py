@@ -241,22 +241,24 @@ class MemSAM(nn.Module):
             )
 
     def encode_frames(
-        self, frames: Tensor, chunk_size: Optional[int] = None
+        self, frames: Tensor, chunk_size: Optional[int] = None, image_encoder: Optional[Callable[[Tensor], Tensor]] = None
     ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Frames B x T x 3 x S x S (float 0..255) -> (embeddings, keys, shrinkage, selection).
 
         embeddings: B x T x 256 x 32 x 32; keys: B x 64 x T x 32 x 32; shrinkage: B x 1 x T x ...;
         selection: B x 64 x T x ... (the reference's ``Mem.encode_key`` layout). The reference
         encodes all frames in one batch; ``chunk_size`` bounds peak memory with the same result
-        (every layer is per-sample).
+        (every layer is per-sample). ``image_encoder``: what runs ``self.image_encoder``'s
+        computation (e.g. its OpenVINO build, `MemSegLogic.engines.backends`); default the module.
         """
+        image_encoder = image_encoder or self.image_encoder
         if frames.dim() != 5:
             raise ValueError(f"frames must be B x T x C x H x W; got shape {tuple(frames.shape)}")
         self._check_frames(frames)
         batch, time = frames.shape[:2]
         flat = frames.flatten(0, 1).to(self.device, self.memory.key_proj.key_proj.weight.dtype)
         step = chunk_size or flat.shape[0]
-        embeddings = torch.cat([self.image_encoder(flat[i : i + step]) for i in range(0, flat.shape[0], step)])
+        embeddings = torch.cat([image_encoder(flat[i : i + step]) for i in range(0, flat.shape[0], step)])
         keys, shrinkage, selection = self.memory.project_key(embeddings)
 
         def to_memory_layout(x: Tensor) -> Tensor:  # (B*T) x C x h x w -> B x C x T x h x w
