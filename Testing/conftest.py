@@ -98,3 +98,20 @@ def slicer_scene():
     scene, app, logics = _headless_scene()
     yield scene
     scene.Clear(1)
+
+
+def run_slicer_replay(script_text: str, folder: pathlib.Path, timeout: int = 900) -> list:
+    """Runs a replay of Slicer's loading (Testing/test_slicer_*.py) in a fresh interpreter, as
+    Slicer starts one: the extension folder and the stand-ins' folder as its arguments, ``folder``
+    as the working directory. Its printed lines; a failure shows the child's output."""
+    import subprocess
+    import textwrap
+
+    script = folder / "replay.py"
+    script.write_text(textwrap.dedent(script_text))
+    completed = subprocess.run([sys.executable, str(script), str(REPO / "MemSegExtension"),
+                                str(REPO / "Testing" / "slicer_api")], capture_output=True, text=True,
+                               timeout=timeout, cwd=folder,
+                               env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-6000:]
+    return completed.stdout.splitlines()

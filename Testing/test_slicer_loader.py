@@ -15,13 +15,10 @@ Testing/run_in_slicer.sh in a real one.
 
 from __future__ import annotations
 
-import os
 import pathlib
-import subprocess
-import sys
-import textwrap
 
 import pytest
+from conftest import run_slicer_replay
 
 pytest.importorskip("slicer")
 
@@ -205,17 +202,11 @@ volume = slicer.util.addVolumeFromArray(np.zeros((8, 40, 40), np.int16), ijkToRA
 segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
 segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
 segment_id = segmentation.GetSegmentation().AddEmptySegment("s", "s")
-editor_node = scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
-editor_node.SetAndObserveSegmentationNode(segmentation)
-editor_node.SetAndObserveSourceVolumeNode(volume)
-editor_node.SetSelectedSegmentID(segment_id)
+import slicer_standins
+
+editor_node = slicer_standins.segment_editor_node(scene, volume, segmentation, segment_id)
 ScriptedEffectAdaptor.parameter_node = editor_node
-slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
-slice_node = scene.AddNewNodeByClass("vtkMRMLSliceNode")
-slice_node.SetDimensions(400, 300, 1)
-slice_node.SetFieldOfView(80.0, 60.0, 1.0)
-slice_node.SetOrientation("Axial")
-slice_node.JumpSliceByCentering(20.0, 20.0, 4.0)
+slice_node = slicer_standins.axial_slice_node(scene, (80.0, 60.0), (20.0, 20.0, 4.0))
 effect = next(a.self() for a in ScriptedEffectAdaptor.registered if a.self().NAME == "MedSAM-2")
 
 
@@ -282,20 +273,7 @@ print("options", len(ScriptedEffectAdaptor.options), effect.modelCombo.currentTe
 effect.activate()
 
 
-class SliceWidget:  # stand-in for qMRMLSliceWidget: what processInteractionEvents reads
-    def className(self):
-        return "qMRMLSliceWidget"
-
-    def sliceLogic(self):
-        return types.SimpleNamespace(GetSliceNode=lambda: slice_node)
-
-
-view, interactor = SliceWidget(), vtk.vtkGenericRenderWindowInteractor()
-
-
-def event(eventId, x, y, ctrl=0, shift=0, key=None):
-    interactor.SetEventInformation(x, y, ctrl, shift, "\0" if key is None else key[0], 0, key)
-    return effect.processInteractionEvents(interactor, eventId, view)
+event = slicer_standins.slice_view_events(effect, slice_node)
 
 
 press, release = vtk.vtkCommand.LeftButtonPressEvent, vtk.vtkCommand.LeftButtonReleaseEvent
@@ -344,15 +322,7 @@ print("deactivated", helper_nodes())
 @pytest.fixture(scope="module")
 def replayed_startup(tmp_path_factory):
     """What a fresh Slicer prints after loading our modules and firing startupCompleted."""
-    folder = tmp_path_factory.mktemp("replay")
-    script = folder / "replay.py"
-    script.write_text(textwrap.dedent(_REPLAY))
-    completed = subprocess.run([sys.executable, str(script), str(REPO / "MemSegExtension"),
-                                str(REPO / "Testing" / "slicer_api")], capture_output=True,
-                               text=True, timeout=300, cwd=folder,
-                               env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
-    assert completed.returncode == 0, completed.stderr
-    return completed.stdout.splitlines()
+    return run_slicer_replay(_REPLAY, tmp_path_factory.mktemp("replay"))
 
 
 def test_slicer_registers_and_clones_both_effects(replayed_startup):

@@ -9,13 +9,11 @@ Not Slicer: run Testing/run_in_slicer.sh in a real one.
 
 from __future__ import annotations
 
-import os
 import pathlib
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from conftest import run_slicer_replay
 
 pytest.importorskip("slicer")
 
@@ -56,10 +54,9 @@ proxy = browser.GetProxyNode(master)
 segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Echo")
 segmentation.SetReferenceImageGeometryParameterFromVolumeNode(proxy)
 segment_id = segmentation.GetSegmentation().AddEmptySegment("LV", "LV")
-editor_node = scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
-editor_node.SetAndObserveSegmentationNode(segmentation)
-editor_node.SetAndObserveSourceVolumeNode(proxy)
-editor_node.SetSelectedSegmentID(segment_id)
+import slicer_standins
+
+editor_node = slicer_standins.segment_editor_node(scene, proxy, segmentation, segment_id)
 ScriptedEffectAdaptor.parameter_node = editor_node
 editor_logic = slicer.vtkSlicerSegmentEditorLogic()  # the Segment Editor widget's own logic
 editor_logic.SetMRMLScene(scene)
@@ -68,13 +65,7 @@ editor_logic.SetSegmentationNode(segmentation)
 editor_logic.SetSourceVolumeNode(proxy)
 ScriptedEffectAdaptor.editor_logic = editor_logic
 
-slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
-slice_node = scene.AddNewNodeByClass("vtkMRMLSliceNode")
-slice_node.SetDimensions(400, 300, 1)
-slice_node.SetFieldOfView(200.0, 150.0, 1.0)
-slice_node.SetOrientation("Axial")
-centre = echo.ijk_to_ras @ [160, 120, 0, 1]
-slice_node.JumpSliceByCentering(*centre[:3])
+slice_node = slicer_standins.axial_slice_node(scene, (200.0, 150.0), (echo.ijk_to_ras @ [160, 120, 0, 1])[:3])
 
 
 def view_xy(i, j):
@@ -123,20 +114,7 @@ effect.activate()
 print("activated", effect.statusLabel.text[:40], effect.applyButton.enabled)
 
 
-class SliceWidget:  # stand-in for qMRMLSliceWidget: what processInteractionEvents reads
-    def className(self):
-        return "qMRMLSliceWidget"
-
-    def sliceLogic(self):
-        return types.SimpleNamespace(GetSliceNode=lambda: slice_node)
-
-
-view, interactor = SliceWidget(), vtk.vtkGenericRenderWindowInteractor()
-
-
-def event(eventId, x=0, y=0, ctrl=0, shift=0, key=None):
-    interactor.SetEventInformation(x, y, ctrl, shift, "\0" if key is None else key[0], 0, key)
-    return effect.processInteractionEvents(interactor, eventId, view)
+event = slicer_standins.slice_view_events(effect, slice_node)
 
 
 press, release = vtk.vtkCommand.LeftButtonPressEvent, vtk.vtkCommand.LeftButtonReleaseEvent
@@ -232,14 +210,7 @@ def memsam_effect_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("replay")
     # the weights folder the user chose in the module's settings holds their trained memsam.pth
     save_random_memsam(folder / "my-weights" / "memsam.pth", tiny=True)
-    script = folder / "replay.py"
-    script.write_text(textwrap.dedent(_REPLAY).split(STARTUP_END)[0] + textwrap.dedent(_CINE_RUN))
-    completed = subprocess.run([sys.executable, str(script), str(REPO / "MemSegExtension"),
-                                str(REPO / "Testing" / "slicer_api")], capture_output=True,
-                               text=True, timeout=600, cwd=folder,
-                               env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-6000:]
-    return completed.stdout.splitlines()
+    return run_slicer_replay(textwrap.dedent(_REPLAY).split(STARTUP_END)[0] + textwrap.dedent(_CINE_RUN), folder)
 
 
 def _line(lines, start):

@@ -11,13 +11,10 @@ sources), QSettings (a dict). Not Slicer: Testing/run_in_slicer.sh runs the self
 
 from __future__ import annotations
 
-import os
 import pathlib
-import subprocess
-import sys
-import textwrap
 
 import pytest
+from conftest import run_slicer_replay
 
 pytest.importorskip("slicer")
 pytest.importorskip("fastapi")
@@ -190,16 +187,7 @@ print("saved", "MemSeg preview" in saved, "ModuleName" in saved, 'axes' in saved
 
 @pytest.fixture(scope="module")
 def driven_panel(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("module")
-    script = folder / "drive.py"
-    script.write_text(textwrap.dedent(_DRIVE))
-    completed = subprocess.run([sys.executable, str(script), str(REPO / "MemSegExtension"),
-                                str(REPO / "Testing" / "slicer_api")], capture_output=True, text=True,
-                               timeout=300, cwd=folder,
-                               env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
-    assert completed.returncode == 0, completed.stderr
-    print(completed.stderr, completed.stdout)  # shown with -s, and by pytest when a test fails
-    return completed.stdout.splitlines()
+    return run_slicer_replay(_DRIVE, tmp_path_factory.mktemp("module"))
 
 
 def line(output, prefix):

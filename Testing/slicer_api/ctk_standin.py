@@ -20,11 +20,7 @@ PROPERTY_DEFAULTS = {"currentPath": "", "collapsed": False}
 def members(class_name):
     """Everything Python reaches on CTK class ``class_name``: its own listed members, its CTK
     bases', and its Qt base class's."""
-    names = set()
-    while class_name in LISTING["classes"]:
-        names |= set(LISTING["classes"][class_name]["attributes"])
-        class_name = LISTING["classes"][class_name]["base"]
-    return names | qt_standin.qt_members(class_name)
+    return qt_standin.listed_members(LISTING, class_name)
 
 
 class CtkStandIn(qt_standin.StandIn):

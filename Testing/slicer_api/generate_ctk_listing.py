@@ -15,10 +15,9 @@ Use the CTK commit Slicer pins (Slicer_CTK_GIT_TAG in Slicer's SuperBuild/Extern
 
 import json
 import pathlib
-import subprocess
 import sys
 
-from generate_slicer_listing import members
+from generate_slicer_listing import read_classes
 
 # The CTK classes MemSeg's Slicer files use (ctk.<Name>); add one here when the code starts to use
 # it, then re-run.
@@ -31,13 +30,7 @@ OUTPUT = pathlib.Path(__file__).with_name("ctk_listing.json")
 
 
 def main(checkout, commit=None, pinned_by=None):
-    checkout = pathlib.Path(checkout)
-    commit = commit or subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True,
-                                      text=True).stdout.strip()
-    classes = {}
-    for name, header in HEADERS.items():
-        names, base = members((checkout / header).read_text(encoding="utf-8"), name)
-        classes[name] = {"header": header, "base": base, "attributes": names}
+    commit, classes = read_classes(checkout, HEADERS, commit)
     listing = {"source": f"commontk/CTK@{commit}", "pinned_by": pinned_by or "",
                "rule": "Q_PROPERTY, signals, public slots, Q_INVOKABLE, enum values", "classes": classes}
     OUTPUT.write_text(json.dumps(listing, indent=1, sort_keys=True) + "\n", encoding="utf-8")

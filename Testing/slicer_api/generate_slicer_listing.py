@@ -53,14 +53,21 @@ def members(text, class_name):
     return sorted(n for n in names if n.isidentifier()), base
 
 
-def main(checkout, commit=None):
+def read_classes(checkout, headers, commit=None):
+    """(commit, {class: header, base, attributes}) of ``headers`` in a checkout (or an exported
+    tree at ``commit``)."""
     checkout = pathlib.Path(checkout)
     commit = commit or subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True,
                                       text=True).stdout.strip()
     classes = {}
-    for name, header in HEADERS.items():
+    for name, header in headers.items():
         names, base = members((checkout / header).read_text(encoding="utf-8"), name)
         classes[name] = {"header": header, "base": base, "attributes": names}
+    return commit, classes
+
+
+def main(checkout, commit=None):
+    commit, classes = read_classes(checkout, HEADERS, commit)
     listing = {"source": f"Slicer/Slicer@{commit}", "rule": "Q_PROPERTY, signals, public slots, Q_INVOKABLE, enum values",
                "classes": classes}
     OUTPUT.write_text(json.dumps(listing, indent=1, sort_keys=True) + "\n", encoding="utf-8")

@@ -23,6 +23,16 @@ def qt_members(class_name):
     return set(LISTING["classes"][class_name]) & set(QT5_LISTING["classes"][class_name])
 
 
+def listed_members(listing, class_name):
+    """What Python reaches on a class of another listing (CTK's, Slicer's widgets): its listed
+    members and its listed bases', down to the first Qt class, whose members are `qt_members`."""
+    names = set()
+    while class_name in listing["classes"]:
+        names |= set(listing["classes"][class_name]["attributes"])
+        class_name = listing["classes"][class_name]["base"]
+    return names | qt_members(class_name)
+
+
 # PythonQt's additions to every wrapped QObject (connect/disconnect a signal by its signature,
 # the C++ class name), on top of Qt's own API.
 # ``name``: the object's objectName, which Slicer's own slicer.util.findChildren / childWidgetVariables read.

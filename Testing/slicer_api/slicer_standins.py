@@ -35,13 +35,8 @@ PARAMETER_NAME_PROPERTY = "SlicerParameterName"  # wrapper.py: SlicerParameterNa
 
 
 def _slicer_class_attributes(name):
-    """What Python reaches on a CTK / Slicer widget class: its listed members and its bases', down
-    to the first Qt class, whose members come from the Qt listing."""
-    names = set()
-    while name in SLICER_LISTING["classes"]:
-        names |= set(SLICER_LISTING["classes"][name]["attributes"])
-        name = SLICER_LISTING["classes"][name]["base"]
-    return names | qt_standin.qt_members(name)
+    """What Python reaches on a Slicer widget class: its listed members and its bases'."""
+    return qt_standin.listed_members(SLICER_LISTING, name)
 
 
 class SlicerWidget(qt_standin.StandIn):
@@ -440,3 +435,49 @@ def segment_editor_effects_modules(register):
 def ctk_module():
     """``ctk``: CTK's widgets, API-checked (ctk_standin)."""
     return ctk_standin.ctk_module()
+
+
+# -- the scene a Segment Editor session has (real MRML), for the effects' harness tests --------------
+def segment_editor_node(scene, source, segmentation, segment_id):
+    """The Segment Editor's parameter node editing ``segment_id`` of ``segmentation`` on ``source``."""
+    editor_node = scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    editor_node.SetAndObserveSegmentationNode(segmentation)
+    editor_node.SetAndObserveSourceVolumeNode(source)
+    editor_node.SetSelectedSegmentID(segment_id)
+    return editor_node
+
+
+def axial_slice_node(scene, field_of_view, centre):
+    """A 400 x 300 pixel axial slice view showing ``field_of_view`` (mm) around ``centre`` (RAS)."""
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    slice_node = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    slice_node.SetDimensions(400, 300, 1)
+    slice_node.SetFieldOfView(*field_of_view, 1.0)
+    slice_node.SetOrientation("Axial")
+    slice_node.JumpSliceByCentering(*centre)
+    return slice_node
+
+
+class SliceWidget:
+    """Stand-in for qMRMLSliceWidget: what an effect's processInteractionEvents reads of it."""
+
+    def __init__(self, slice_node):
+        self.slice_node = slice_node
+
+    def className(self):
+        return "qMRMLSliceWidget"
+
+    def sliceLogic(self):
+        return types.SimpleNamespace(GetSliceNode=lambda: self.slice_node)
+
+
+def slice_view_events(effect, slice_node):
+    """``event(eventId, x, y, ctrl, shift, key)``: a recorded VTK interactor event in the view of
+    ``slice_node``, handed to ``effect.processInteractionEvents`` as Slicer does; its return value."""
+    view, interactor = SliceWidget(slice_node), vtk.vtkGenericRenderWindowInteractor()
+
+    def event(eventId, x=0, y=0, ctrl=0, shift=0, key=None):
+        interactor.SetEventInformation(x, y, ctrl, shift, "\0" if key is None else key[0], 0, key)
+        return effect.processInteractionEvents(interactor, eventId, view)
+
+    return event
