@@ -55,7 +55,8 @@ def engines(tiny_memsam_checkpoint):
 def test_openvino_embeddings_equal_pytorch_within_reference_tolerance(engines):
     torch_engine, openvino_engine, notes = engines
     assert (torch_engine.backend, openvino_engine.backend) == ("torch", "openvino")
-    assert len(notes) == 1 and "converting" in notes[0]
+    # converted here, or earlier in this session by a run on `auto` (the same weights, the same cache)
+    assert len(notes) <= 1 and all("converting" in note for note in notes)
     frames = torch.from_numpy(_clip(3))[:, None].repeat(1, 3, 1, 1)  # a batch of 3: the engine encodes chunks
     with torch.inference_mode():
         expected = torch_engine.model.image_encoder(frames)

@@ -39,6 +39,10 @@ def slicer_application(monkeypatch):
     i18n.tr = lambda text: text
     i18n.translate = lambda context, text: text
     monkeypatch.setitem(sys.modules, i18n.__name__, i18n)
+    monkeypatch.syspath_prepend(str(REPO / "Testing" / "slicer_api"))
+    import slicer_standins  # the module's parameter node class is declared at import
+
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", slicer_standins.parameter_node_wrapper_module())
     monkeypatch.setattr(slicer, "app", types.SimpleNamespace(majorVersion=5, minorVersion=12,
                                                              testingEnabled=lambda: False), raising=False)
     shown = []

@@ -180,11 +180,11 @@ def test_memsam_under_bf16_autocast_and_short_of_memory(tiny_memsam_checkpoint):
     # Simulated shortage (stand-in for CUDA's allocator): the real encoder refuses > 2 frames.
     encode, refused = engine.model.encode_frames, []
 
-    def short_of_memory(images):
+    def short_of_memory(images, **options):
         if images.shape[1] > 2:
             refused.append(images.shape[1])
             raise torch.OutOfMemoryError("CUDA out of memory")
-        return encode(images)
+        return encode(images, **options)
 
     engine.model.encode_frames = short_of_memory
     try:
