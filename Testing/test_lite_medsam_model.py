@@ -165,23 +165,6 @@ def test_random_weights_end_to_end_shapes() -> None:
         model.decode(embedding)
 
 
-@torch.inference_mode()
-def test_boxes_decoded_together_equal_one_by_one() -> None:
-    """The click's candidate boxes go through the decoder in one call: each keeps its own mask and
-    IoU estimate (a mix-up of prompts would show as the wrong box's mask)."""
-    torch.manual_seed(0)
-    model = lm.build_lite_medsam().eval()
-    embedding = torch.randn(1, 256, 64, 64)
-    boxes = torch.tensor([[128 - h, 100 - h, 128 + h, 100 + h] for h in (4, 16, 64)], dtype=torch.float32)
-    together, ious = model.decode_boxes(embedding, boxes)
-    assert together.shape == (3, 1, 256, 256) and ious.shape == (3, 1)
-    for box, logits, iou in zip(boxes, together, ious):
-        alone, alone_iou = model.decode(embedding, box_256=box[None])
-        torch.testing.assert_close(logits[None], alone, atol=1e-4, rtol=0)
-        torch.testing.assert_close(iou[None], alone_iou, atol=1e-5, rtol=0)
-    assert not torch.allclose(together[0], together[2], atol=1e-2)  # different boxes, different masks
-
-
 def test_missing_package_message(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.metadata
 

@@ -114,16 +114,12 @@ class LiteMedSAMEngine(CarriedMaskEngine):
         found at the prompt."""
         positive = seed.points_xy[seed.labels == 1]
         negative = seed.points_xy[seed.labels == 0]
-        from ..models.lite_medsam import postprocess_logits
-
         low, high = positive.min(axis=0) * scale, positive.max(axis=0) * scale
-        boxes = torch.cat([self._box_256(np.concatenate([low - half, high + half]) / scale, scale, new_size, margin=0.0)
-                           for half in self.CLICK_BOX_HALF_SIZES])
-        # One decoder call for all candidates: the first visible result after a click waits for them.
-        all_low_res, all_iou = self.model.decode_boxes(embedding, boxes)
         fitting = []  # smallest box first
-        for low_res, iou in zip(all_low_res[:, None], all_iou.flatten().tolist()):
-            decoded = postprocess_logits(low_res, new_size, frame_shape), low_res, iou
+        for half in self.CLICK_BOX_HALF_SIZES:
+            box = np.concatenate([low - half, high + half]) / scale
+            decoded = self._decode(frame_shape, embedding, new_size,
+                                   box=self._box_256(box, scale, new_size, margin=0.0))
             mask = decoded[0] > 0
             if _covers(mask, positive) and not _touches(mask, negative):
                 fitting.append(decoded)

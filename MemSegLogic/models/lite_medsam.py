@@ -130,23 +130,6 @@ class LiteMedSAM(nn.Module):
         )
         return low_res_logits, iou
 
-    def decode_boxes(self, embedding: Tensor, boxes_256: Tensor) -> Tuple[Tensor, Tensor]:
-        """`decode` for N box prompts on one embedding in one decoder call (each box its own
-        prompt: SAM's mask decoder repeats the image embedding per prompt), e.g. the candidate
-        boxes around a click. Returns ``(low_res_logits (N, 1, 256, 256), iou_prediction (N, 1))``,
-        equal to N `decode` calls up to float rounding."""
-        if embedding.ndim != 4 or embedding.shape[0] != 1:
-            raise ValueError(f"expected a single embedding (1, 256, 64, 64), got {tuple(embedding.shape)}")
-        boxes = torch.as_tensor(boxes_256, dtype=torch.float32, device=embedding.device).reshape(-1, 4)
-        sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
-        return self.mask_decoder(
-            image_embeddings=embedding,
-            image_pe=self.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
-
 
 def build_lite_medsam() -> LiteMedSAM:
     """Randomly initialised LiteMedSAM with the published architecture (~9.79 M parameters)."""
