@@ -131,13 +131,14 @@ def segment_sequence(
     grid = cine.time_volume()
     prompt.check(grid, slice_word="frame")
     checkpoint = _registered(model)
+    memsam = is_memsam(model)  # else a 3D engine runs along time, zero-shot
     if checkpoint is not None and checkpoint.engine not in VOLUME_ENGINES + ("memsam",):
         raise CheckpointError(f"{checkpoint.name} is a {checkpoint.engine} checkpoint, not MemSAM weights nor a "
                               "model that can propagate through frames")
     if memory_frames is not None and (isinstance(memory_frames, bool) or not isinstance(memory_frames, int)
                                       or memory_frames < 1):
         raise ValueError(f"memory_frames must be a count of at least 1, got {memory_frames!r}")
-    if memory_frames is not None and not is_memsam(checkpoint or model):
+    if memory_frames is not None and not memsam:
         raise ValueError(f"memory_frames sets MemSAM's memory; {checkpoint.name} propagates without it "
                          "(zero-shot): leave memory_frames out")
     speed = SpeedOptions() if speed is None else speed
@@ -145,7 +146,7 @@ def segment_sequence(
         raise ValueError(f"speed must be a SpeedOptions, got {type(speed).__name__}")
     torch_device = resolve_device(device)
     with out_of_memory_as_device_error(torch_device):
-        if not is_memsam(checkpoint or model):
+        if not memsam:
             return _zero_shot(cine, grid, prompt, checkpoint, device, threshold, progress, cancel, started, speed)
         from ..engines.memsam import DEFAULT_MEMORY_FRAMES, load_memsam_engine
         from ..models.memsam import MASK_THRESHOLD

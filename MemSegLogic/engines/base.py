@@ -149,15 +149,16 @@ class CarriedMaskEngine(Engine):
                 logits, new_carry, score = self.segment_next(frames[index], carry)
                 monitor.report(result.visited.mean(), f"slice {index} ({'forward' if step > 0 else 'backward'})")
                 beyond_seeds = (index - stop_from) * step > 0
-                if beyond_seeds and (self._unsure(score, best) or self._jumped(logits, last_present)):
+                mask = logits > 0
+                if beyond_seeds and (self._unsure(score, best) or self._jumped(mask, last_present)):
                     break
                 best = _best(best, score)
                 result.logits[index] = logits
                 result.visited[index] = True
                 monitor.frame_done(index, logits)
-                present = bool((logits > 0).any())
+                present = bool(mask.any())
                 if present:
-                    carry, last_present = new_carry, logits > 0
+                    carry, last_present = new_carry, mask
                 if beyond_seeds and counter.should_stop(present):
                     break
         return result
@@ -166,10 +167,8 @@ class CarriedMaskEngine(Engine):
         return (self.confidence_drop is not None and score is not None and best is not None
                 and score < best - max(self.confidence_drop, self.drop_per_doubt * (1.0 - best)))
 
-
-    def _jumped(self, logits: np.ndarray, last_present: np.ndarray) -> bool:
+    def _jumped(self, mask: np.ndarray, last_present: np.ndarray) -> bool:
         """Whether this slice's mask (if any) overlaps the last present one too little to be the same object."""
-        mask = logits > 0
         if self.min_overlap is None or not mask.any():
             return False
         overlap = 2.0 * np.logical_and(mask, last_present).sum() / (mask.sum() + last_present.sum())
