@@ -1,4 +1,4 @@
-"""The OpenVINO backend of LiteMedSAM's image encoder: the same answers as PyTorch on real data
+"""The OpenVINO backend of LiteMedSAM's image encoder and box decoder: the same answers as PyTorch on real data
 with the real weights, a converted-model cache that is reused, rebuilt when the weights or the
 converter change and never trusted when corrupt, and PyTorch when OpenVINO is not installed."""
 
@@ -24,6 +24,8 @@ pytest.importorskip("openvino")
 # fp32 OpenVINO against PyTorch eager: the same arithmetic in another order (measured ~3e-6 on
 # LiteMedSAM's embeddings, whose values are of order 1).
 EMBEDDING_TOLERANCE = 1e-4
+# The box decoder's low-res logits (of order 10; measured ~2e-5) and its IoU estimate (~4e-7).
+LOGIT_TOLERANCE, IOU_TOLERANCE = 1e-3, 1e-5
 MASK_DICE_MIN = 0.999
 # precision="auto" on a CPU with bf16 (AVX-512 BF16 / AMX): OpenVINO computes in bf16, ~3 significant
 # digits; the bound a mask must keep to PyTorch's on the slab.
@@ -79,6 +81,26 @@ def test_openvino_embedding_equals_pytorch_on_a_real_slice(lite_engines, chest_c
     assert float(expected.abs().max()) > 0.1  # a real embedding, not a blank one
 
 
+def test_openvino_box_decoder_equals_pytorch_on_a_real_slice(lite_engines, chest_ct):
+    """The decoder every carried slice and every candidate box around a click goes through: the
+    same logits and IoU estimate as PyTorch for boxes small and large, on a real embedding."""
+    from MemSegLogic.core.intensity import to_uint8
+    from MemSegLogic.models.lite_medsam import preprocess_slice
+
+    torch_engine, openvino_engine = lite_engines
+    volume, _ = chest_ct
+    image, _, _ = preprocess_slice(to_uint8(volume.array, DEMO_PRESET)[volume.array.shape[0] // 2])
+    embedding = torch_engine.encode(image)
+    for box in ([[120.0, 90.0, 136.0, 110.0]], [[40.0, 60.0, 130.0, 200.0]], [[0.0, 0.0, 255.0, 255.0]]):
+        box = torch.tensor(box)
+        expected_logits, expected_iou = torch_engine.decode_box(embedding, box)
+        logits, iou = openvino_engine.decode_box(embedding, box)
+        assert logits.shape == expected_logits.shape == (1, 1, 256, 256)
+        assert float((logits - expected_logits).abs().max()) <= LOGIT_TOLERANCE
+        assert float((iou - expected_iou).abs().max()) <= IOU_TOLERANCE
+        assert (expected_logits > 0).any()  # a mask, not a blank answer
+
+
 def test_openvino_masks_equal_pytorch_on_real_ct(chest_slab, torch_slab_mask):
     result = _segment_slab(chest_slab, "openvino")
     assert torch_slab_mask.sum() > 1000  # the lung on seven slices
@@ -106,7 +128,7 @@ EXAMPLE = torch.rand(1, 3, 32, 32)
 
 
 def _encoder(folder, network, weights_sha256="a" * 64):
-    return backends.openvino_encoder(network, EXAMPLE, "net", weights_sha256, cache=folder)
+    return backends.openvino_model(network, EXAMPLE, "net", weights_sha256, cache=folder)
 
 
 def _stamps(folder) -> dict:
@@ -121,11 +143,11 @@ def _same_as_torch(encoder, network) -> bool:
 def test_converted_model_is_reused(tmp_path):
     network = _network()
     notes = []
-    first = backends.openvino_encoder(network, EXAMPLE, "net", "a" * 64, cache=tmp_path, note=notes.append)
+    first = backends.openvino_model(network, EXAMPLE, "net", "a" * 64, cache=tmp_path, note=notes.append)
     assert len(notes) == 1 and "converting" in notes[0]
     stamps = _stamps(tmp_path)
     assert set(stamps) == {"manifest.json", "model.xml", "model.bin"}
-    second = backends.openvino_encoder(network, EXAMPLE, "net", "a" * 64, cache=tmp_path, note=notes.append)
+    second = backends.openvino_model(network, EXAMPLE, "net", "a" * 64, cache=tmp_path, note=notes.append)
     assert len(notes) == 1 and _stamps(tmp_path) == stamps  # loaded, not converted again
     assert _same_as_torch(first, network) and _same_as_torch(second, network)
     assert [p.name for p in tmp_path.iterdir()] == ["net"]  # no partial folder left behind

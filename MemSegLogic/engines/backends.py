@@ -1,7 +1,7 @@
-"""Where an engine's image encoder runs: PyTorch, or OpenVINO on the CPU.
+"""Where an engine's networks run: PyTorch, or OpenVINO on the CPU.
 
-Used by LiteMedSAM's TinyViT encoder and MemSAM's ViT-B encoder alike (`backend_options`, then
-`openvino_encoder`). OpenVINO runs them several times faster than PyTorch eager on a CPU, with
+Used by LiteMedSAM's TinyViT encoder and box decoder and MemSAM's ViT-B encoder alike
+(`backend_options`, then `openvino_model`). OpenVINO runs them several times faster than PyTorch eager on a CPU, with
 the same fp32 arithmetic. It converts straight from the PyTorch module (no ONNX exporter), and its
 reduced precision (bf16 on CPUs that have it) is one compile option away. The encoder is converted
 at first use from the verified weights and kept in the weights folder (``converted/<name>``) with a
@@ -103,9 +103,9 @@ def converted_dir() -> pathlib.Path:
     return weights_dir() / "converted"
 
 
-class OpenVINOEncoder:
-    """An image encoder compiled by OpenVINO for the CPU: (B, 3, H, W) float32 tensor -> the
-    same embedding tensor the PyTorch module gives."""
+class OpenVINOModel:
+    """A network compiled by OpenVINO for the CPU, called like the PyTorch module it came from:
+    tensors in, the same output tensor (or tuple of tensors) out."""
 
     def __init__(self, compiled):
         self._compiled = compiled
@@ -113,20 +113,24 @@ class OpenVINOEncoder:
         # shared by everything that runs the same model, e.g. a server's requests).
         self._lock = threading.Lock()
 
-    def __call__(self, image):
+    def __call__(self, *inputs):
         import torch
 
+        arrays = [torch.as_tensor(value).detach().cpu().numpy().astype(np.float32, copy=False) for value in inputs]
         with self._lock:
-            outputs = self._compiled(image.detach().cpu().numpy().astype(np.float32, copy=False))
-            # A copy: the runtime reuses its output buffer on the next call.
-            return torch.from_numpy(np.array(outputs[0], dtype=np.float32, copy=True))
+            outputs = self._compiled(arrays)
+            # Copies: the runtime reuses its output buffers on the next call.
+            tensors = tuple(torch.from_numpy(np.array(outputs[index], dtype=np.float32, copy=True))
+                            for index in range(len(self._compiled.outputs)))
+        return tensors[0] if len(tensors) == 1 else tensors
 
 
-def openvino_encoder(module, example_input, name: str, weights_sha256: str, precision: str = DEFAULT_PRECISION,
+def openvino_model(module, example_input, name: str, weights_sha256: str, precision: str = DEFAULT_PRECISION,
                      threads: Optional[int] = None, cache: Optional[pathlib.Path] = None,
-                     note: Optional[Callable[[str], None]] = None) -> OpenVINOEncoder:
+                     note: Optional[Callable[[str], None]] = None) -> OpenVINOModel:
     """``module`` (loaded from weights with SHA-256 ``weights_sha256``) compiled by OpenVINO,
-    converted once and cached under ``cache / name`` (default: `converted_dir`)."""
+    converted once and cached under ``cache / name`` (default: `converted_dir`). ``example_input``
+    is a tensor, or a tuple of them for a module with several inputs."""
     import openvino as ov
     import torch
 
@@ -141,7 +145,7 @@ def openvino_encoder(module, example_input, name: str, weights_sha256: str, prec
     if precision == "fp32":
         config["INFERENCE_PRECISION_HINT"] = "f32"
     compiled = ov.Core().compile_model(str(folder / MODEL_FILES[0]), "CPU", config)
-    return OpenVINOEncoder(compiled)
+    return OpenVINOModel(compiled)
 
 
 def _valid_cache(folder: pathlib.Path, key: dict) -> bool:
@@ -167,7 +171,10 @@ def _convert(module, example_input, folder: pathlib.Path, key: dict) -> None:
     partial = folder.with_name(f"{folder.name}-partial-{uuid.uuid4().hex[:8]}")
     try:
         partial.mkdir()
-        with torch.no_grad():
+        # The trace fixes shapes the models check in Python (one slice, one box): that is the
+        # intent, so the tracer's warnings about it are not shown to the user.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             model = ov.convert_model(module.eval(), example_input=example_input)
         # compress_to_fp16=False: the default would store the weights in fp16 and lose the fp32 path.
         ov.save_model(model, str(partial / MODEL_FILES[0]), compress_to_fp16=False)

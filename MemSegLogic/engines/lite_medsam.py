@@ -27,19 +27,22 @@ class LiteMedSAMEngine(CarriedMaskEngine):
     square_pixels = False
     trained_prompts = ("box",)
     # Clicks without a box: candidate boxes this many model pixels (256 frame) around the clicks,
-    # each decoded, and the one the model is surest of (its IoU head) that covers every positive
-    # click and no negative one is the seed. LiteMedSAM given the click itself as a point prompt
-    # finds next to nothing (README, "How it works").
-    CLICK_BOX_HALF_SIZES = (4, 8, 12, 16, 24, 32, 48, 64, 96)
+    # plus the box of the region grown from the clicks (`core.region`), each decoded; the one the
+    # model is surest of (its IoU head) that covers every positive click and no negative one is
+    # the seed. LiteMedSAM given the click itself as a point prompt finds next to nothing, and no
+    # square fits an elongated organ clicked off its centre (README, "How it works"). Doubling
+    # sizes: each decode is time before the first result, and the sizes between (12, 24, 48, 96)
+    # won on none of the seven benchmark cases but brain1, whose 16 gives the same seed slice.
+    CLICK_BOX_HALF_SIZES = (4, 8, 16, 32, 64)
     # IoU estimates closer than this to the best one are a tie, won by the smallest box: a larger
-    # box admits more of the surrounding tissue (a small tumour's IoU head rated the 96-px box
-    # 0.892 and the 8-px box 0.880; their masks' Dice: 0.01 and 0.87).
+    # box admits more of the surrounding tissue (on a small tumour the IoU head rated a 96-px box
+    # 0.892, a 64-px box 0.878 and the 4-px box 0.880; their masks' Dice: 0.01, 0.03 and 0.85).
     CLICK_IOU_TIE = 0.02
 
     def __init__(self, checkpoint: Checkpoint, weights_path, device, box_margin: float = 3.0,
                  mask_prompt: bool = False, backend: str = "torch", precision: str = "fp32",
                  threads: Optional[int] = None, progress=None):
-        from ..models.lite_medsam import load_lite_medsam
+        from ..models.lite_medsam import BoxDecoder, load_lite_medsam
 
         self.name = checkpoint.name
         self.image_size = checkpoint.image_size
@@ -49,15 +52,20 @@ class LiteMedSAMEngine(CarriedMaskEngine):
         self.model = load_lite_medsam(weights_path, device=device)
         self.backend = backend  # "torch" or "openvino" (resolved by `load_engine`)
         self.encode = self.model.encode
+        self.decode_box = BoxDecoder(self.model)
         if backend == "openvino":
-            from .backends import openvino_encoder
+            from .backends import openvino_model
 
             note = None if progress is None else (lambda message: progress(0.0, message))
-            self.encode = openvino_encoder(
+            options = dict(precision=precision, threads=threads, note=note)
+            self.encode = openvino_model(
                 self.model.image_encoder, torch.zeros(1, 3, self.image_size, self.image_size),
-                f"{checkpoint.name}-encoder", checkpoint.sha256, precision=precision, threads=threads, note=note)
+                f"{checkpoint.name}-encoder", checkpoint.sha256, **options)
+            self.decode_box = openvino_model(
+                self.decode_box, (torch.zeros(1, 256, 64, 64), torch.tensor([[0.0, 0.0, 64.0, 64.0]])),
+                f"{checkpoint.name}-box-decoder", checkpoint.sha256, **options)
         elif backend != "torch":
-            raise ValueError(f"LiteMedSAM runs its encoder on torch or openvino, not {backend!r}")
+            raise ValueError(f"LiteMedSAM runs on torch or openvino, not {backend!r}")
 
     def input_scale(self, frame_shape) -> tuple:
         scale = self.image_size / max(frame_shape)  # longest side to 256, aspect kept (then padded)
@@ -74,7 +82,10 @@ class LiteMedSAMEngine(CarriedMaskEngine):
     def _decode(self, frame_shape, embedding, new_size, box=None, points=None, mask_logits=None):
         from ..models.lite_medsam import postprocess_logits
 
-        low_res, iou = self.model.decode(embedding, box_256=box, points=points, mask_logits_256=mask_logits)
+        if points is None and mask_logits is None:
+            low_res, iou = self.decode_box(embedding, box)
+        else:
+            low_res, iou = self.model.decode(embedding, box_256=box, points=points, mask_logits_256=mask_logits)
         return postprocess_logits(low_res, new_size, frame_shape), low_res, float(iou.flatten()[0])
 
     @torch.inference_mode()
@@ -89,7 +100,7 @@ class LiteMedSAMEngine(CarriedMaskEngine):
             return logits, (seed.mask, self._mask_to_low_res(seed.mask, new_size)), None
         embedding, scale, new_size = self._prepare(frame)
         if seed.box_xyxy is None:
-            return self._carry(self._from_clicks(frame.shape, embedding, scale, new_size, seed))
+            return self._carry(self._from_clicks(frame, embedding, scale, new_size, seed))
         box = self._box_256(seed.box_xyxy, scale, new_size, margin=0.0)
         points = None
         if len(seed.labels):
@@ -107,19 +118,26 @@ class LiteMedSAMEngine(CarriedMaskEngine):
         mask_logits = neighbour_low_res if self.mask_prompt else None
         return self._carry(self._decode(frame.shape, embedding, new_size, box=box, mask_logits=mask_logits))
 
-    def _from_clicks(self, frame_shape, embedding, scale: float, new_size, seed: SlicePrompt):
-        """The decoded candidate box around the clicks that the model rates highest (the smallest
-        of those within `CLICK_IOU_TIE` of it) among those whose mask covers every positive click
-        and no negative one. None does: an empty mask, which the propagation reports as nothing
+    def _from_clicks(self, frame: np.ndarray, embedding, scale: float, new_size, seed: SlicePrompt):
+        """The decoded candidate box (squares around the clicks, the grown region's box) that the
+        model rates highest (the smallest of those within `CLICK_IOU_TIE` of it) among those whose
+        mask covers every positive click and no negative one. None does: an empty mask, which the propagation reports as nothing
         found at the prompt."""
+        from ..core.region import grown_region_box
+
         positive = seed.points_xy[seed.labels == 1]
         negative = seed.points_xy[seed.labels == 0]
         low, high = positive.min(axis=0) * scale, positive.max(axis=0) * scale
+        # (box in frame pixels, margin in model pixels): the grown region's box gets the margin a
+        # carried mask's box gets (a box drawn tight on a region the growth under-fills misses its rim)
+        boxes = [(np.concatenate([low - half, high + half]) / scale, 0.0) for half in self.CLICK_BOX_HALF_SIZES]
+        region = grown_region_box(frame, positive)
+        if region is not None:
+            boxes.append((region, self.box_margin))
+        boxes = sorted((self._box_256(box, scale, new_size, margin=margin) for box, margin in boxes), key=_area)
         fitting = []  # smallest box first
-        for half in self.CLICK_BOX_HALF_SIZES:
-            box = np.concatenate([low - half, high + half]) / scale
-            decoded = self._decode(frame_shape, embedding, new_size,
-                                   box=self._box_256(box, scale, new_size, margin=0.0))
+        for box in boxes:
+            decoded = self._decode(frame.shape, embedding, new_size, box=box)
             mask = decoded[0] > 0
             if _covers(mask, positive) and not _touches(mask, negative):
                 fitting.append(decoded)
@@ -151,6 +169,11 @@ class LiteMedSAMEngine(CarriedMaskEngine):
         logits = (resized * 2.0 - 1.0) * MASK_SEED_LOGIT
         logits = F.pad(logits, (0, self.image_size - new_w, 0, self.image_size - new_h), value=-MASK_SEED_LOGIT)
         return logits.to(self.device)
+
+
+def _area(box_256: torch.Tensor) -> float:
+    x0, y0, x1, y1 = box_256.flatten().tolist()
+    return (x1 - x0) * (y1 - y0)
 
 
 def _pixels(mask: np.ndarray, points_xy: np.ndarray) -> np.ndarray:

@@ -175,10 +175,10 @@ def load_memsam_engine(model=MEMSAM_DEFAULT, device=None, progress=None, backend
                                   f"MemSAM weights in the official layout; {reason})") from None
         image_encoder = None
         if options["backend"] == "openvino":
-            from .backends import openvino_encoder
+            from .backends import openvino_model
 
             size = network.config.image_size
-            image_encoder = openvino_encoder(
+            image_encoder = openvino_model(
                 network.image_encoder, torch.zeros(1, 3, size, size), f"{pathlib.Path(name).stem}-encoder",
                 _sha256(path, verified), precision=options["precision"], threads=options["threads"], note=note)
         return MemSAMSequenceEngine(network, name, device, verified, options["backend"], image_encoder)

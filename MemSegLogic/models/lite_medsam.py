@@ -34,6 +34,7 @@ __all__ = [
     "IMAGE_SIZE",
     "EMBEDDING_SIZE",
     "LiteMedSAM",
+    "BoxDecoder",
     "build_lite_medsam",
     "load_lite_medsam",
     "model_frame",
@@ -129,6 +130,19 @@ class LiteMedSAM(nn.Module):
             multimask_output=False,
         )
         return low_res_logits, iou
+
+
+class BoxDecoder(nn.Module):
+    """``LiteMedSAM.decode`` with one box as the only prompt, as a module of two tensors in and two
+    out: what a runtime converts (every carried slice and every candidate box around a click is
+    decoded this way)."""
+
+    def __init__(self, model: LiteMedSAM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, embedding: Tensor, box_256: Tensor) -> Tuple[Tensor, Tensor]:
+        return self.model.decode(embedding, box_256=box_256)
 
 
 def build_lite_medsam() -> LiteMedSAM:

@@ -77,12 +77,12 @@ def run_case(name: str, model: str, device: str, save: pathlib.Path,
             errors[f"axes={axes}"] = str(error)
     nothing = np.zeros(reference.shape, np.float32)
     one, six = runs.get(1), runs.get(3)
-    if len(axes_runs) == 1:  # the run left out scores as the one made: its columns repeat it
+    if len(axes_runs) == 1:  # the run left out is saved as the one made; the table prints "–" for it
         one, six = (runs.get(axes_runs[0]),) * 2
     timings = {"axes=1 s": one.seconds if one else 0.0, "axes=1 slices": one.slices_visited if one else 0,
                "axes=3 s": six.seconds if six else 0.0, "axes=3 slices": six.slices_visited if six else 0,
                "model": model, "device": device, "skipped": six.skipped_axes if six else {}, "errors": errors,
-               "prompt": prompt_kind}
+               "prompt": prompt_kind, "runs": list(axes_runs)}
     save.mkdir(parents=True, exist_ok=True)
     path = save / f"{name.replace(' ', '_')}{'' if prompt_kind == 'box' else '_' + prompt_kind}.npz"
     axis_probability = six.axis_probability if six else {"K": nothing}
@@ -104,6 +104,8 @@ def per_slice(path: pathlib.Path) -> str:
     slices = np.flatnonzero(reference.any(axis=(1, 2)))
     lines = [f"{row['case']} ({row.get('prompt', 'box')}), seed K={int(saved['seed_slices'][0])}: Dice per K slice"]
     for label, mask in (("axes=1", saved["axes1"] > 0.5), ("axes=3", fused > 0)):
+        if not made(row, label):
+            continue
         cells = " ".join(f"{k}:{dice(mask[k], reference[k]):.2f}" for k in slices)
         lines.append(f"  {label}: {cells}")
     return "\n".join(lines)
@@ -129,26 +131,35 @@ def score(path: pathlib.Path) -> dict:
     return row
 
 
+def made(row: dict, key: str) -> bool:
+    """Whether the run a table column shows was made (older results: both were)."""
+    return (1 if key == "axes=1" else 3) in row.get("runs", (1, 3))
+
+
 def table(rows) -> str:
     model, device = rows[0]["model"], rows[0]["device"]
     lines = [f"3D Dice, `{model}` on {device}, prompts on the middle axial slice of the reference "
-             "(nothing found = 0):", "",
+             "(nothing found = 0; –: run not made):", "",
              "| case | prompt | axes=1 | " + " | ".join(f"axes=3 {m}" for m in FUSION_MODES) + " | K / I / J alone | "
              "slices 1 / 3 | seconds 1 / 3 |",
              "|---|---|---|" + "---|" * len(FUSION_MODES) + "---|---|---|"]
+    keys = ["axes=1"] + [f"axes=3 {m}" for m in FUSION_MODES]
+    cell = lambda row, key: f"{row[key]:.4f}" if made(row, key) else "–"
     for r in rows:
         alone = " / ".join(f"{r[f'{a} alone']:.3f}" if f"{a} alone" in r else "skipped" for a in "KIJ")
-        lines.append(f"| {r['case']} | {r['prompt']} | {r['axes=1']:.4f} | "
-                     + " | ".join(f"{r[f'axes=3 {m}']:.4f}" for m in FUSION_MODES)
-                     + f" | {alone} | {r['axes=1 slices']} / {r['axes=3 slices']} | "
-                     f"{r['axes=1 s']:.0f} / {r['axes=3 s']:.0f} |")
+        alone = alone if made(r, "axes=3") else "–"
+        slices, seconds = ([f"{r[f'axes={n} {what}']:.0f}" if made(r, f"axes={n}") else "–" for n in (1, 3)]
+                           for what in ("slices", "s"))
+        lines.append(f"| {r['case']} | {r['prompt']} | " + " | ".join(cell(r, key) for key in keys)
+                     + f" | {alone} | {' / '.join(slices)} | {' / '.join(seconds)} |")
     for prompt in dict.fromkeys(r["prompt"] for r in rows):
         mine = [r for r in rows if r["prompt"] == prompt]
-        mean = lambda key: float(np.mean([r[key] for r in mine]))
-        lines.append(f"| **mean** | {prompt} | **{mean('axes=1'):.4f}** | "
-                     + " | ".join(f"**{mean(f'axes=3 {m}'):.4f}**" for m in FUSION_MODES) + " | | | |")
-    return "\n".join(lines)
 
+        def mean(key):
+            values = [r[key] for r in mine if made(r, key)]
+            return f"**{np.mean(values):.4f}**" if len(values) == len(mine) else "–"
+        lines.append(f"| **mean** | {prompt} | " + " | ".join(mean(key) for key in keys) + " | | | |")
+    return "\n".join(lines)
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
