@@ -57,10 +57,6 @@ def settingsDevice():
     return MemSegModuleLogic().device()
 
 
-def settingsInputSize(model):
-    return MemSegModuleLogic().inputSize(model)
-
-
 def defaultModel():
     return MemSegModuleLogic().defaultModel()
 

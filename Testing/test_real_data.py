@@ -75,19 +75,20 @@ def test_painted_mask_seed_on_real_ct(chest_ct):
 
 
 # -- one click with the box-trained offline model ----------------------------------------------------
-RIGHT_LUNG_ONE_CLICK_MIN = 0.85  # axes=1; measured 0.8648 (the reference box: 0.8684)
-LUNG2_ONE_CLICK_MIN = 0.83  # axes=1; measured 0.8565
+RIGHT_LUNG_ONE_CLICK_MIN = 0.90  # axes=3 (the default); measured 0.9328 (the reference box: 0.9341)
+LUNG2_ONE_CLICK_MIN = 0.83  # axes=1, preset ct-lung; measured 0.8565 (ct-chest: 0.9180)
 
 
-def _one_click(volume, reference, preset):
+def _one_click(volume, reference, preset, axes=1):
     prompt, _ = seed_clicks(reference)
-    result = segment_volume(volume, prompt, model="medsam-lite", device="cpu", preset=preset, axes=1)
+    result = segment_volume(volume, prompt, model="medsam-lite", device="cpu", preset=preset, axes=axes)
     return dice(result.mask, reference)
 
 
 def test_one_click_on_the_right_lung(chest_ct):
+    """What a user does first: one click, the default six orientations."""
     volume, segments = chest_ct
-    assert _one_click(volume, segments["right lung"], "ct-chest") >= RIGHT_LUNG_ONE_CLICK_MIN
+    assert _one_click(volume, segments["right lung"], "ct-chest", axes=3) >= RIGHT_LUNG_ONE_CLICK_MIN
 
 
 def test_one_click_on_the_lung2_tumour(pyradiomics_data):

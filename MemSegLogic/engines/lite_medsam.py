@@ -121,8 +121,8 @@ class LiteMedSAMEngine(CarriedMaskEngine):
     def _from_clicks(self, frame: np.ndarray, embedding, scale: float, new_size, seed: SlicePrompt):
         """The decoded candidate box (squares around the clicks, the grown region's box) that the
         model rates highest (the smallest of those within `CLICK_IOU_TIE` of it) among those whose
-        mask covers every positive click and no negative one. None does: an empty mask, which the propagation reports as nothing
-        found at the prompt."""
+        mask covers every positive click and no negative one. None does: an empty mask, which the
+        propagation reports as nothing found at the prompt."""
         from ..core.region import grown_region_box
 
         positive = seed.points_xy[seed.labels == 1]
