@@ -336,7 +336,11 @@ real_write = slicerio.write_segmentation
 def slow_write(path, segmentation):  # a stand-in for a large write: the real one, then a pause
     real_write(path, segmentation)
     print("WRITING", flush=True)
-    time.sleep(60)
+    # In short steps, as a real write keeps returning to Python: a signal that the OS hands to one
+    # of the runtimes' worker threads (OpenVINO's, PyTorch's) reaches Python's handler only when the
+    # main thread runs Python again, so one 60-s sleep would hold it for the whole minute.
+    for _ in range(600):
+        time.sleep(0.1)
 
 slicerio.write_segmentation = slow_write
 sys.exit(main(sys.argv[1:]))

@@ -302,17 +302,17 @@ def _add_segment_parser(subparsers) -> None:
     speed.add_argument("--input-size", type=_count(16), help="run a SAM 2 model at this input size, e.g. 512 on a CPU")
     speed.add_argument("--encode-batch", type=_count(1), help="slices encoded at once (default 8 on CUDA, 1 on CPU)")
     speed.add_argument("--compile", action="store_true", help="torch.compile the image encoder (slow first run)")
-    _add_backend_arguments(speed, "medsam-lite's")
+    _add_backend_arguments(speed, "medsam-lite's networks run")
     segment.set_defaults(run=_segment)
 
 
-def _add_backend_arguments(group, encoder: str) -> None:
-    """--threads, --backend, --precision: where and how ``encoder`` image encoder runs."""
+def _add_backend_arguments(group, what: str) -> None:
+    """--threads, --backend, --precision: where and how ``what`` (e.g. "MemSAM's image encoder runs")."""
     from ..engines.backends import BACKENDS, DEFAULT_BACKEND, DEFAULT_PRECISION, PRECISIONS
 
     group.add_argument("--threads", type=_count(1), help="CPU threads for PyTorch")
     group.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                       help=f"where {encoder} encoder runs (default auto: OpenVINO on a CPU when installed)")
+                       help=f"where {what} (default auto: OpenVINO on a CPU when installed)")
     group.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
                        help="fp32 (exact, default) or auto (the backend's own: bf16 where the CPU has it)")
 
@@ -341,7 +341,7 @@ def _add_echo_parser(subparsers) -> None:
                       help="refresh MemSAM's sensory memory every k-th frame (default: the reference's seeded draws)")
     echo.add_argument("--seed", type=int, default=1234, help="seed of MemSAM's deep-update draws")
     echo.add_argument("--segment-name", default="MemSeg", help="segment name in a .seq.mrb output")
-    _add_backend_arguments(echo.add_argument_group("speed (README: Speed)"), "MemSAM's")
+    _add_backend_arguments(echo.add_argument_group("speed (README: Speed)"), "MemSAM's image encoder runs")
     echo.set_defaults(run=_echo)
 
 

