@@ -1,6 +1,7 @@
-"""The OpenVINO backend of LiteMedSAM's image encoder and box decoder: the same answers as PyTorch on real data
-with the real weights, a converted-model cache that is reused, rebuilt when the weights or the
-converter change and never trusted when corrupt, and PyTorch when OpenVINO is not installed."""
+"""The OpenVINO backend of LiteMedSAM's image encoder and box decoder: the same answers as PyTorch
+on real data with the real weights, a converted-model cache that is reused, rebuilt when the
+weights or the converter change and never trusted when corrupt, and PyTorch when OpenVINO is not
+installed."""
 
 from __future__ import annotations
 

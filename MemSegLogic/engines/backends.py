@@ -4,10 +4,10 @@ Used by LiteMedSAM's TinyViT encoder and box decoder and MemSAM's ViT-B encoder 
 (`backend_options`, then `openvino_model`). OpenVINO runs them 1.5-2.2x faster than PyTorch eager
 on a 2-core CPU (README, "Speed"), with the same fp32 arithmetic. It converts straight from the
 PyTorch module (no ONNX exporter), and its reduced precision (bf16 on CPUs that have it) is one
-compile option away. Each network is converted
-at first use from the verified weights and kept in the weights folder (``converted/<name>``) with a
-manifest: the weights' SHA-256, the converter's version and the SHA-256 of each converted file. A
-cache whose manifest does not match, or whose files do not hash to it, is rebuilt, never used.
+compile option away. Each network is converted at first use from the verified weights and kept in
+the weights folder (``converted/<name>``) with a manifest: the weights' SHA-256, the converter's
+version and the SHA-256 of each converted file. A cache whose manifest does not match, or whose
+files do not hash to it, is rebuilt, never used.
 Without OpenVINO installed everything runs on PyTorch, with a one-line note.
 """
 
@@ -127,8 +127,8 @@ class OpenVINOModel:
 
 
 def openvino_model(module, example_input, name: str, weights_sha256: str, precision: str = DEFAULT_PRECISION,
-                     threads: Optional[int] = None, cache: Optional[pathlib.Path] = None,
-                     note: Optional[Callable[[str], None]] = None) -> OpenVINOModel:
+                   threads: Optional[int] = None, cache: Optional[pathlib.Path] = None,
+                   note: Optional[Callable[[str], None]] = None) -> OpenVINOModel:
     """``module`` (loaded from weights with SHA-256 ``weights_sha256``) compiled by OpenVINO,
     converted once and cached under ``cache / name`` (default: `converted_dir`). ``example_input``
     is a tensor, or a tuple of them for a module with several inputs."""

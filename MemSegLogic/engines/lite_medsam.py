@@ -42,7 +42,7 @@ class LiteMedSAMEngine(CarriedMaskEngine):
     def __init__(self, checkpoint: Checkpoint, weights_path, device, box_margin: float = 3.0,
                  mask_prompt: bool = False, backend: str = "torch", precision: str = "fp32",
                  threads: Optional[int] = None, progress=None):
-        from ..models.lite_medsam import BoxDecoder, load_lite_medsam
+        from ..models.lite_medsam import EMBED_DIM, EMBEDDING_SIZE, BoxDecoder, load_lite_medsam
 
         self.name = checkpoint.name
         self.image_size = checkpoint.image_size
@@ -62,7 +62,8 @@ class LiteMedSAMEngine(CarriedMaskEngine):
                 self.model.image_encoder, torch.zeros(1, 3, self.image_size, self.image_size),
                 f"{checkpoint.name}-encoder", checkpoint.sha256, **options)
             self.decode_box = openvino_model(
-                self.decode_box, (torch.zeros(1, 256, 64, 64), torch.tensor([[0.0, 0.0, 64.0, 64.0]])),
+                self.decode_box, (torch.zeros(1, EMBED_DIM, EMBEDDING_SIZE, EMBEDDING_SIZE),
+                                  torch.tensor([[0.0, 0.0, 64.0, 64.0]])),
                 f"{checkpoint.name}-box-decoder", checkpoint.sha256, **options)
         elif backend != "torch":
             raise ValueError(f"LiteMedSAM runs on torch or openvino, not {backend!r}")
