@@ -129,15 +129,15 @@ class LiteMedSAMEngine(CarriedMaskEngine):
         positive = seed.points_xy[seed.labels == 1]
         negative = seed.points_xy[seed.labels == 0]
         low, high = positive.min(axis=0) * scale, positive.max(axis=0) * scale
-        # (box in frame pixels, margin in model pixels): the grown region's box gets the margin a
-        # carried mask's box gets (a box drawn tight on a region the growth under-fills misses its rim)
-        boxes = [(np.concatenate([low - half, high + half]) / scale, 0.0) for half in self.CLICK_BOX_HALF_SIZES]
+        boxes = [self._box_256(np.concatenate([low - half, high + half]) / scale, scale, new_size, margin=0.0)
+                 for half in self.CLICK_BOX_HALF_SIZES]
         region = grown_region_box(frame, positive)
         if region is not None:
-            boxes.append((region, self.box_margin))
-        boxes = sorted((self._box_256(box, scale, new_size, margin=margin) for box, margin in boxes), key=_area)
+            # the margin a carried mask's box gets: a box drawn tight on a region the growth
+            # under-fills would miss the object's rim
+            boxes.append(self._box_256(region, scale, new_size, margin=self.box_margin))
         fitting = []  # smallest box first
-        for box in boxes:
+        for box in sorted(boxes, key=_area):
             decoded = self._decode(frame.shape, embedding, new_size, box=box)
             mask = decoded[0] > 0
             if _covers(mask, positive) and not _touches(mask, negative):
